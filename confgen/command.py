@@ -1,0 +1,99 @@
+"""The `command` section -> vLLM argv, and the dynamic arguments applied at launch.
+
+Dynamic arguments (--host, --port, --served-model-name) replace any the file already has, never
+duplicate them. The API key is never put in argv (it would show in `ps` and in logs): vLLM reads
+it from the VLLM_API_KEY environment variable, which the launcher sets from secrets/.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from confgen.errors import ConfgenError
+
+# Flags the launcher owns. Value: how many values the flag takes ("+" = one or more).
+DYNAMIC_FLAGS = {"--host": "1", "--port": "1", "--served-model-name": "+", "--api-key": "+"}
+_CONTINUATION = re.compile(r"\\\r?\n")
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """`vllm serve <model> <args...>` taken apart."""
+
+    model: str
+    args: tuple[str, ...]
+
+    def flag_value(self, flag: str) -> str | None:
+        """The last value given for `flag` (either --a-b or --a_b spelling, `--f v` or `--f=v`)."""
+        value = None
+        args = self.args
+        for i, arg in enumerate(args):
+            name, eq, inline = arg.partition("=")
+            if normalise_flag(name) != flag:
+                continue
+            if eq:
+                value = inline
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+            else:
+                value = ""
+        return value
+
+    def has_flag(self, flag: str) -> bool:
+        return any(normalise_flag(a.partition("=")[0]) == flag for a in self.args)
+
+
+def normalise_flag(token: str) -> str:
+    """vLLM accepts --max_model_len and --max-model-len alike."""
+    if token.startswith("--"):
+        return "--" + token[2:].replace("_", "-")
+    return token
+
+
+def parse_command(command: str, where: str) -> ServeCommand:
+    try:
+        argv = shlex.split(_CONTINUATION.sub(" ", command), comments=True)
+    except ValueError as exc:
+        raise ConfgenError.one(where, f"cannot split the command: {exc}", "check quotes and backslashes") from None
+    if argv[:2] != ["vllm", "serve"]:
+        shown = " ".join(argv[:2]) or "(empty)"
+        raise ConfgenError.one(where, f"must start with 'vllm serve <model>', got {shown!r}",
+                               "write: vllm serve <huggingface-id or path> [flags]")
+    if len(argv) < 3 or argv[2].startswith("-"):
+        raise ConfgenError.one(where, "'vllm serve' needs the model (a HuggingFace id or a path) first",
+                               "write: vllm serve <huggingface-id or path> [flags]")
+    return ServeCommand(model=argv[2], args=tuple(argv[3:]))
+
+
+def strip_flags(args: tuple[str, ...], flags: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Remove `flags` (with their values) from args; return (kept, removed flag names)."""
+    kept: list[str] = []
+    removed: list[str] = []
+    i = 0
+    while i < len(args):
+        name, eq, _ = args[i].partition("=")
+        flag = normalise_flag(name)
+        if flag not in flags:
+            kept.append(args[i])
+            i += 1
+            continue
+        removed.append(flag)
+        i += 1
+        if eq:
+            continue
+        if flags[flag] == "1":
+            if i < len(args) and not args[i].startswith("--"):
+                i += 1
+        else:
+            while i < len(args) and not args[i].startswith("--"):
+                i += 1
+    return kept, removed
+
+
+def final_argv(cmd: ServeCommand, host: str, port: int, served_names: list[str]) -> list[str]:
+    """The argv the launcher execs: the file's flags with the dynamic ones replaced."""
+    kept, _ = strip_flags(cmd.args, DYNAMIC_FLAGS)
+    return ["vllm", "serve", cmd.model, *kept, "--host", host, "--port", str(port),
+            "--served-model-name", *served_names]

@@ -1,0 +1,42 @@
+"""confgen check (also `python -m confgen --check`): validate the whole catalog before any launch."""
+
+from __future__ import annotations
+
+import click
+
+from confgen.catalog import load_all
+from confgen.commands import project_from
+from confgen.errors import ConfgenError
+from confgen.rules import secret_report, suspicious_env
+from confgen.render import render_all
+from confgen.vllm_check import check_commands
+
+
+@click.command("check")
+@click.option("--vllm/--no-vllm", "with_vllm", default=True, show_default=True,
+              help="Also parse every command with vLLM's own argument parser, where vLLM is installed.")
+@click.pass_context
+def command(ctx: click.Context, with_vllm: bool) -> int:
+    """Validate every model file, vars.env, the template and the rules across files."""
+    project = project_from(ctx)
+    selection, problems = load_all(project)
+    problems += suspicious_env(selection)
+    if selection.models:
+        try:
+            render_all(selection)
+        except ConfgenError as exc:
+            problems += exc.problems
+    notes = secret_report(selection)
+    if with_vllm and selection.models:
+        report = check_commands(project, selection.models)
+        problems += report.problems
+        notes.append(report.summary)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    for note in notes:
+        click.echo(f"note: {note}")
+    if problems:
+        click.echo(f"check failed: {len(problems)} problem(s) in {project.root}", err=True)
+        return 1
+    click.echo(f"ok: {len(selection.models)} models, vars.env and {project.rel(project.template)} are valid")
+    return 0

@@ -1,0 +1,43 @@
+"""config.yaml for the LiteLLM proxy, rendered from litellm_config.template.yaml with Jinja2."""
+
+from __future__ import annotations
+
+import json
+
+import jinja2
+import yaml
+
+from confgen.catalog import Selection
+from confgen.errors import ConfgenError
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(  # noqa: S701 - renders YAML, not HTML
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
+    )
+    # JSON is YAML: every value goes through tojson, so no value can break the document.
+    env.filters["tojson"] = lambda value: json.dumps(value)
+    return env
+
+
+def render(selection: Selection) -> dict[str, str]:
+    where = selection.project.rel(selection.project.template)
+    try:
+        source = selection.project.template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfgenError.one(where, f"cannot read the template: {exc}", "restore it from git") from None
+    try:
+        template = _environment().from_string(source)
+        text = template.render(models=selection.models, settings=selection.gvars.settings)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfgenError.one(f"{where}: line {exc.lineno}", f"template syntax error: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise ConfgenError.one(where, f"template uses an unknown value: {exc.message}",
+                               "use models[i].<field> or settings.<NAME>") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfgenError.one(where, f"renders to invalid YAML: {exc}", "check the template's indentation") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model_list"), list):
+        raise ConfgenError.one(where, "the rendered config has no model_list", "keep the model_list loop")
+    return {"config.yaml": text}
