@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confgen.errors import ConfgenError, Problem
-from confgen.load import GlobalVars, Project, check_model_name, load_model_file, load_vars, model_names
+from confgen.load import (
+    GlobalVars,
+    Project,
+    check_model_name,
+    load_model_file,
+    load_vars,
+    model_names,
+)
 from confgen.merge import ResolvedModel, merge
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from confgen.commands import check, command, listing, render
+from confgen.commands import check, command, exec_vllm, listing, render, stack
 from confgen.errors import ConfgenError
 
 
@@ -50,8 +50,9 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
     return 0
 
 
-for _module in (check, listing, render, command):
-    cli.add_command(_module.command)
+for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
+                 *stack.commands):
+    cli.add_command(_command)
 
 
 def main() -> None:

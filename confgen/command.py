@@ -54,7 +54,9 @@ def normalise_flag(token: str) -> str:
 
 def parse_command(command: str, where: str) -> ServeCommand:
     try:
-        argv = shlex.split(_CONTINUATION.sub(" ", command), comments=True)
+        # A continuation becomes a newline, not a space: a commented-out flag line that keeps its
+        # trailing backslash must end its comment there, not swallow the flags on the next lines.
+        argv = shlex.split(_CONTINUATION.sub("\n", command), comments=True)
     except ValueError as exc:
         raise ConfgenError.one(where, f"cannot split the command: {exc}", "check quotes and backslashes") from None
     if argv[:2] != ["vllm", "serve"]:

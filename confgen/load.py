@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pydantic import BaseModel, ValidationError
 
@@ -102,13 +101,18 @@ def _format_validation(where: str, model: type[BaseModel], exc: ValidationError)
         elif kind == "missing":
             problems.append(Problem(f"{where}: {loc}", "required key is missing", "add it"))
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            got = err.get("input")
-            shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
-            if shown and repr(got) in msg:
-                shown = ""
-            problems.append(Problem(f"{where}: {loc}", f"{msg}{shown}"))
+            problems.append(Problem(f"{where}: {loc}", _what(err)))
     return ConfgenError(problems)
+
+
+def _what(err: Any) -> str:
+    """pydantic's message plus the offending value, unless the message already shows it."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
+    if shown and repr(got) in msg:
+        shown = ""
+    return f"{msg}{shown}"
 
 
 def _allowed_keys(model: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
@@ -135,6 +139,8 @@ def load_model_file(project: Project, path: Path) -> ModelFile:
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfgenError.one(f"{where}", f"YAML syntax error at {line}{problem}", "fix the YAML") from None
+    except RecursionError:
+        raise ConfgenError.one(where, "YAML is nested too deeply to read", "fix the YAML") from None
     if data is None:
         raise ConfgenError.one(where, "file is empty", "add the info, command, env and litellm sections")
     if not isinstance(data, dict):
@@ -155,13 +161,15 @@ def read_env_file(path: Path, where: str) -> dict[str, str]:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfgenError.one(where, f"cannot read: {exc}") from None
+    # One parse, ours: dotenv_values() would parse again and log its own warning for a bad line.
+    bindings = list(parse_stream(io.StringIO(text)))
     problems = [
         Problem(f"{where}: line {binding.original.line}", f"cannot parse {binding.original.string.strip()!r}",
                 "write KEY=value")
-        for binding in parse_stream(io.StringIO(text))
+        for binding in bindings
         if binding.error
     ]
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    values = {binding.key: binding.value for binding in bindings if binding.key is not None}
     for key, value in values.items():
         if not ENV_KEY.match(key):
             problems.append(Problem(f"{where}: {key}", "not a valid variable name", "use letters, digits, '_'"))
@@ -186,7 +194,7 @@ def load_vars(project: Project, environ: dict[str, str] | None = None) -> Global
     environ = dict(os.environ) if environ is None else environ
     where = project.rel(project.vars_env)
     raw = read_env_file(project.vars_env, where)
-    sources = {key: where for key in raw}
+    sources = dict.fromkeys(raw, where)
     merged = dict(raw)
     for key in SETTING_NAMES | set(raw):
         if key in environ:
@@ -206,8 +214,7 @@ def load_vars(project: Project, environ: dict[str, str] | None = None) -> Global
         settings = Settings.model_validate(typed)
     except ValidationError as exc:
         raise ConfgenError(
-            [Problem(f"{sources.get(str(e['loc'][0]), where)}: {_loc(e['loc'])}",
-                     f"{e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}")
+            [Problem(f"{sources.get(str(e['loc'][0]), where)}: {_loc(e['loc'])}", _what(e))
              for e in exc.errors()]
         ) from None
     env = {k: v for k, v in merged.items() if k not in SETTING_NAMES}

@@ -83,7 +83,8 @@ def merge(name: str, model: ModelFile, gvars: GlobalVars, file: str) -> Resolved
             sources[key] = file
             return own
         sources[key] = gvars.sources.get(setting, "built-in default")
-        return getattr(s, setting)
+        inherited: T = getattr(s, setting)
+        return inherited
 
     sampling = Sampling(
         temperature=float(pick("temperature", lit.temperature, "LITELLM_TEMPERATURE")),

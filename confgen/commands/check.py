@@ -7,8 +7,8 @@ import click
 from confgen.catalog import load_all
 from confgen.commands import project_from
 from confgen.errors import ConfgenError
-from confgen.rules import secret_report, suspicious_env
 from confgen.render import render_all
+from confgen.rules import secret_report, suspicious_env
 from confgen.vllm_check import check_commands
 
 

@@ -16,8 +16,18 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
     )
     # JSON is YAML: every value goes through tojson, so no value can break the document.
-    env.filters["tojson"] = lambda value: json.dumps(value)
+    env.filters["tojson"] = _tojson
     return env
+
+
+def _tojson(value: object) -> str:
+    if isinstance(value, jinja2.Undefined):
+        # json.dumps would raise a bare TypeError; name the missing value like the rest of Jinja.
+        value._fail_with_undefined_error()
+    try:
+        return json.dumps(value)
+    except TypeError as exc:
+        raise jinja2.TemplateRuntimeError(f"tojson cannot write this value: {exc}") from None
 
 
 def render(selection: Selection) -> dict[str, str]:
@@ -34,6 +44,9 @@ def render(selection: Selection) -> dict[str, str]:
     except jinja2.UndefinedError as exc:
         raise ConfgenError.one(where, f"template uses an unknown value: {exc.message}",
                                "use models[i].<field> or settings.<NAME>") from None
+    except jinja2.TemplateError as exc:
+        raise ConfgenError.one(where, f"template error: {exc.message}",
+                               "pass plain values (strings, numbers) through tojson") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,1 @@
+"""Run the stack: secrets, the vLLM entrypoint, the local process supervisor, health waits."""

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Start the gateway: ./runMe.sh [up|stop|status|logs [vllm|litellm]|install]   (MODEL=name picks a model)
+# Thin on purpose: it makes the project venv once, then hands over to `python -m confgen`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-python3.11}
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "error: $python not found: install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+  exit 3
+fi
+
+stamp=.venv/.confgen-stamp
+want=$(cat pyproject.toml requirements/gateway.txt requirements/gateway.lock | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing the gateway into .venv (first run: a few minutes; log: run/logs/install-gateway.log)"
+  mkdir -p run/logs
+  {
+    "$python" -m venv .venv &&
+      .venv/bin/pip install -q -c requirements/gateway.lock -r requirements/gateway.txt -e .
+  } >>run/logs/install-gateway.log 2>&1 || {
+    echo "error: installing the gateway failed: see run/logs/install-gateway.log" >&2
+    exit 3
+  }
+  echo "$want" >"$stamp"
+fi
+
+case "${1:-up}" in
+  up | start) shift || true; exec .venv/bin/python -m confgen up "$@" ;;
+  stop | status | logs | install) exec .venv/bin/python -m confgen "$@" ;;
+  -h | --help | help) sed -n '2,3p' "$0" | sed 's/^# //'; exit 0 ;;
+  *) echo "error: unknown command '$1': use up, stop, status, logs or install" >&2; exit 2 ;;
+esac
