@@ -1,0 +1,43 @@
+"""End-to-end fixtures: the real stack started by ./runMe.sh (CPU vLLM + LiteLLM), on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_PORT = 14000
+
+
+@dataclass(frozen=True)
+class Stack:
+    base: str
+    key: str
+    run_dir: Path
+    env: dict[str, str]
+
+    def runme(self, *args: str, extra_env: dict[str, str] | None = None,
+              timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / "runMe.sh"), *args], env={**self.env, **(extra_env or {})},
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    run_dir = tmp_path_factory.mktemp("run")
+    env = {**os.environ, "CONFGEN_RUN_DIR": str(run_dir), "LITELLM_PORT": str(GATEWAY_PORT),
+           "MODEL": "tiny-cpu"}
+    env.pop("CONFGEN_ROOT", None)
+    handle = Stack(f"http://127.0.0.1:{GATEWAY_PORT}", "", run_dir, env)
+    started = handle.runme()
+    try:
+        assert started.returncode == 0, f"./runMe.sh failed:\n{started.stdout}\n{started.stderr}"
+        key = (ROOT / "secrets" / "LITELLM_MASTER_KEY").read_text().strip()
+        yield Stack(handle.base, key, run_dir, env)
+    finally:
+        handle.runme("stop", timeout=120)
