@@ -86,12 +86,17 @@ def strip_flags(args: tuple[str, ...], flags: dict[str, str]) -> tuple[list[str]
         if eq:
             continue
         if flags[flag] == "1":
-            if i < len(args) and not args[i].startswith("--"):
+            if i < len(args) and not _is_option(args[i]):
                 i += 1
         else:
-            while i < len(args) and not args[i].startswith("--"):
+            while i < len(args) and not _is_option(args[i]):
                 i += 1
     return kept, removed
+
+
+def _is_option(token: str) -> bool:
+    """Like argparse: `-tp` starts the next option (so `--served-model-name a -tp 2` keeps -tp 2)."""
+    return token.startswith("-") and len(token) > 1 and not token[1].isdigit()
 
 
 def final_argv(cmd: ServeCommand, host: str, port: int, served_names: list[str]) -> list[str]:

@@ -229,5 +229,9 @@ def read_secrets(project: Project) -> dict[str, str]:
     for path in sorted(project.secrets_dir.iterdir()):
         if not path.is_file() or path.name.startswith(".") or not ENV_KEY.match(path.name):
             continue
-        found[path.name] = path.read_text(encoding="utf-8").strip()
+        try:
+            found[path.name] = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfgenError.one(project.rel(path), f"cannot read: {exc}",
+                                   "write the value as one line of UTF-8 text") from None
     return found

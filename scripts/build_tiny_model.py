@@ -112,7 +112,7 @@ def is_complete(folder: Path) -> bool:
 def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Any:
     """A byte-level BPE tokenizer (any UTF-8 text round-trips) wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # type: ignore[import-not-found, unused-ignore]
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -136,8 +136,12 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Any:
 
 
 def build_model(tokenizer: Any) -> Any:
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    import torch  # type: ignore[import-not-found, unused-ignore]
+    from transformers import (  # type: ignore[import-not-found, unused-ignore]
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = LlamaConfig(
@@ -226,17 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     if is_complete(out) and not args.force:
         print(f"tiny model already exists in {out} (use --force to rebuild)")
         return 0
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists() and not args.force:
+    foreign = out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists()
+    if foreign and not args.force:
         return fail(f"{out} is not empty and holds no model; pick another --out or pass --force", 2)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         import tokenizers  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import torch  # noqa: F401  # type: ignore[import-not-found, unused-ignore]
+        import transformers  # noqa: F401  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         return fail(f"{exc.name or exc} is not installed in {sys.executable}; run this script "
-                    "with the vLLM venv's Python: .venv-vllm/bin/python scripts/build_tiny_model.py")
+                    "with the vLLM venv's Python: "
+                    ".venv-vllm/bin/python scripts/build_tiny_model.py")
 
     start = time.monotonic()
     try:

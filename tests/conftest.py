@@ -110,9 +110,12 @@ def write_secret(project: Project) -> Callable[[str, str], Path]:
 
 @pytest.fixture
 def run_cli(project: Project) -> Callable[..., Result]:
-    """run_cli(*args) invokes `confgen --root <project> *args`; stdout and stderr stay apart."""
+    """run_cli(*args, env=...) invokes `confgen --root <project> *args`.
 
-    def run(*args: str) -> Result:
-        return CliRunner().invoke(cli, ["--root", str(project.root), *args])
+    With click >= 8.2 result.stdout and result.stderr are apart; result.output has both.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        return CliRunner(env=env).invoke(cli, ["--root", str(project.root), *args])
 
     return run

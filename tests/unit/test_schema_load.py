@@ -200,6 +200,7 @@ def test_unreadable_files_say_where_and_how_to_fix(
     ],
 )
 def test_invalid_documents_name_the_key(
+    *,
     project: Project,
     write_model: WriteModel,
     tiny_doc: dict[str, Any],
@@ -442,3 +443,14 @@ def test_secrets_are_files_named_like_variables(
 
 def test_no_secrets_folder_means_no_secrets(project: Project) -> None:
     assert read_secrets(project) == {}
+
+
+def test_a_secret_that_is_not_text_is_an_error_not_a_crash(project: Project) -> None:
+    project.secrets_dir.mkdir()
+    (project.secrets_dir / "HF_TOKEN").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfgenError) as info:
+        read_secrets(project)
+    assert str(info.value) == (
+        "secrets/HF_TOKEN: cannot read: 'utf-8' codec can't decode byte 0xff in position 0: "
+        "invalid start byte (write the value as one line of UTF-8 text)"
+    )

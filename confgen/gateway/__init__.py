@@ -1,0 +1,1 @@
+"""Code that runs inside the LiteLLM proxy (named in the generated config.yaml)."""
