@@ -124,23 +124,31 @@ def version_of_vllm() -> str:
     return str(getattr(vllm, "__version__", "unknown"))
 
 
+def _first_module(*names: str) -> Any:
+    """Import the first of `names` that exists (vLLM moves modules between releases)."""
+    import importlib
+
+    for name in names[:-1]:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # the module exists but one of its own imports is missing
+    return importlib.import_module(names[-1])
+
+
 def load_vllm() -> Vllm:
     """Import vLLM's serve parser and registries; a registry that fails to load is skipped."""
-    from vllm.entrypoints.launchers.cli_args import (  # type: ignore[import-not-found, unused-ignore]
-        make_arg_parser,
-    )
-    from vllm.utils.argparse_utils import (  # type: ignore[import-not-found, unused-ignore]
-        FlexibleArgumentParser,
-    )
+    # Where the serve parser lives: vllm/entrypoints/launchers/cli_args.py in 0.32; older
+    # releases (0.16 on the DGX Spark) keep it in vllm/entrypoints/openai/cli_args.py.
+    cli_args = _first_module("vllm.entrypoints.launchers.cli_args",
+                             "vllm.entrypoints.openai.cli_args")
+    make_arg_parser = cli_args.make_arg_parser
+    validate_parsed_serve_args = getattr(cli_args, "validate_parsed_serve_args", None)
+    argparse_utils = _first_module("vllm.utils.argparse_utils", "vllm.utils")
+    flexible: Any = argparse_utils.FlexibleArgumentParser
 
-    try:
-        from vllm.entrypoints.launchers.cli_args import (  # type: ignore[import-not-found, unused-ignore]
-            validate_parsed_serve_args,
-        )
-    except ImportError:
-        validate_parsed_serve_args = None
-
-    class Parser(FlexibleArgumentParser):  # type: ignore[misc, unused-ignore]
+    class Parser(flexible):  # type: ignore[misc]
         """vLLM's parser, with argparse's print-and-exit turned into an exception."""
 
         def error(self, message: str) -> NoReturn:

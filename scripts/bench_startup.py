@@ -95,7 +95,7 @@ gateway both answer their health checks. Then one chat completion (16 tokens max
 gateway (our path) and one straight to vLLM (baseline) are timed, then 10 more of each (median),
 then `./runMe.sh stop`.
 
-| round | ready (s) | first request via gateway (ms) | first request direct to vLLM (ms) | steady via gateway (ms, median of 10) | steady direct (ms, median of 10) |
+| round | ready (s) | first via gateway (ms) | first direct (ms) | steady via gateway (ms) | steady direct (ms) |
 |---|---|---|---|---|---|
 {rows}
 

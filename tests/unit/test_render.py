@@ -65,7 +65,8 @@ def test_config_yaml_is_litellm_config(
             },
         }
     ]
-    assert config["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY"}
+    assert config["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY",
+                                          "custom_auth": "confgen.gateway.auth.user_api_key_auth"}
     assert config["litellm_settings"]["request_timeout"] == 600.0
 
 
