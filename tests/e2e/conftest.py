@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_PORT = 14000
+VLLM_PORT = 18000
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("run")
     env = {**os.environ, "CONFGEN_RUN_DIR": str(run_dir), "LITELLM_PORT": str(GATEWAY_PORT),
+           "VLLM_PORT": str(VLLM_PORT),
            "MODEL": "tiny-cpu"}
     env.pop("CONFGEN_ROOT", None)
     handle = Stack(f"http://127.0.0.1:{GATEWAY_PORT}", "", run_dir, env)
