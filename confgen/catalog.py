@@ -30,7 +30,8 @@ def resolve(project: Project, name: str, gvars: GlobalVars, source: str = "MODEL
     return merge(name, load_model_file(project, path), gvars, project.rel(path))
 
 
-def select(project: Project, names: list[str], environ: dict[str, str] | None = None) -> Selection:
+def select(project: Project, names: list[str], environ: dict[str, str] | None = None,
+           source: str = "--model") -> Selection:
     """Load and merge the named models; a name given twice is a usage error."""
     if not names:
         raise ConfgenError.one("--model", "no model selected", "name at least one with --model", exit_code=2)
@@ -38,7 +39,7 @@ def select(project: Project, names: list[str], environ: dict[str, str] | None = 
     if dupes:
         raise ConfgenError.one("--model", f"selected more than once: {', '.join(dupes)}", exit_code=2)
     gvars = load_vars(project, environ)
-    models = tuple(resolve(project, name, gvars, "--model") for name in names)
+    models = tuple(resolve(project, name, gvars, source) for name in names)
     _check_unique(models)
     return Selection(project, gvars, models)
 

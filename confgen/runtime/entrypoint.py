@@ -27,7 +27,7 @@ class Launch:
 
 def prepare(project: Project, name: str, out: Path, environ: dict[str, str]) -> Launch:
     """Validate MODEL, render the shared configs into `out`, and build vLLM's argv and env."""
-    selection = select(project, [name], environ)
+    selection = select(project, [name], environ, source="MODEL")
     model = selection.models[0]
     secrets = secret_files.require(project, ("VLLM_API_KEY",))
     secrets |= secret_files.optional(project, ("HF_TOKEN",))

@@ -49,7 +49,7 @@ def up(project: Project, environ: dict[str, str], deadline_s: float) -> int:
             return 0
         raise LaunchError("runMe.sh", f"{existing.model} is already running at {existing.gateway}",
                           "./runMe.sh stop first, then start the other model")
-    selection = select(project, [name], environ)
+    selection = select(project, [name], environ, source="MODEL")
     model = selection.models[0]
     settings = selection.gvars.settings
     if model.info.device == "gpu" and not info.gpu:
