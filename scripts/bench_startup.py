@@ -27,6 +27,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-cpu"
+VLLM_PORT = 18100
 SECTION = "## Local stack: cold start to ready, first request"
 
 
@@ -42,7 +43,7 @@ def _chat(url: str, key: str) -> float:
 
 def one_round(port: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as run_dir:
-        env = {**os.environ, "CONFGEN_RUN_DIR": run_dir, "LITELLM_PORT": str(port), "MODEL": MODEL}
+        env = {**os.environ, "CONFGEN_RUN_DIR": run_dir, "LITELLM_PORT": str(port), "VLLM_PORT": str(VLLM_PORT), "MODEL": MODEL}
         start = time.perf_counter()
         up = subprocess.run([str(ROOT / "runMe.sh")], env=env, capture_output=True, text=True, timeout=900,
                             check=False)
@@ -52,7 +53,7 @@ def one_round(port: int) -> dict[str, float]:
                 raise SystemExit(f"./runMe.sh failed:\n{up.stdout}\n{up.stderr}")
             gw_key = (ROOT / "secrets" / "LITELLM_MASTER_KEY").read_text().strip()
             vllm_key = (ROOT / "secrets" / "VLLM_API_KEY").read_text().strip()
-            gateway, vllm = f"http://127.0.0.1:{port}", "http://127.0.0.1:8000"
+            gateway, vllm = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{VLLM_PORT}"
             first_gw = _chat(gateway, gw_key)
             first_vllm = _chat(vllm, vllm_key)
             steady_gw = statistics.median(_chat(gateway, gw_key) for _ in range(10))
@@ -91,7 +92,8 @@ Command: `.venv/bin/python scripts/bench_startup.py --rounds {len(rounds)}`.
 
 Method: `./runMe.sh install` first (not timed). Each round starts `./runMe.sh` (MODEL={MODEL}) with a
 fresh run folder and times it until it exits, which it does once vLLM (CPU build) and the LiteLLM
-gateway both answer their health checks. Then one chat completion (16 tokens max) through the
+gateway (started at the same time) both answer their health checks and one request through the
+gateway has been answered. Then one chat completion (16 tokens max) through the
 gateway (our path) and one straight to vLLM (baseline) are timed, then 10 more of each (median),
 then `./runMe.sh stop`.
 

@@ -19,6 +19,7 @@ from confgen.catalog import select
 from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project
 from confgen.merge import ResolvedModel
+from confgen.render import write_all
 from confgen.runtime import host as host_mod
 from confgen.runtime import install, ports, secret_files
 from confgen.runtime.rundir import Proc, RunDir, State, alive
@@ -71,8 +72,14 @@ def up(project: Project, environ: dict[str, str], deadline_s: float) -> int:
     state = State(model=name, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
                   gateway=f"http://{_reach(settings.LITELLM_HOST)}:{settings.LITELLM_PORT}")
     try:
-        _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ, deadline_s=deadline_s)
-        _start_gateway(run, state, environ=environ, secrets=secrets, settings=settings, deadline_s=deadline_s)
+        # Configs first (the gateway reads them), then both processes at once: the gateway does not
+        # need vLLM to start, so their start-up times overlap.
+        write_all(selection, run.generated)
+        wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ)
+        wait_gateway = _start_gateway(run, state, environ=environ, secrets=secrets, settings=settings)
+        wait_vllm(deadline_s)
+        wait_gateway(deadline_s)
+        smoke_request(state, model, secrets["LITELLM_MASTER_KEY"])
     except BaseException:
         stop_procs(state.procs)
         run.clear()
@@ -130,7 +137,8 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subpro
 
 
 def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedModel, python: Path,
-                environ: dict[str, str], deadline_s: float) -> None:
+                environ: dict[str, str]) -> Callable[[float], None]:
+    """Spawn vLLM through the shared entrypoint; return the wait for its health."""
     log = run.logs / f"vllm-{model.name}.log"
     env = {**environ, "VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(run.scratch / "tmp"),
            "VLLM_CACHE_ROOT": str(run.scratch / "cache" / "vllm"), "PYTHONUNBUFFERED": "1"}
@@ -141,11 +149,13 @@ def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedM
     url = f"http://{_reach(model.host)}:{model.port}"
     state.procs.append(Proc("vllm", proc.pid, str(log), url))
     run.write(state)
-    wait_healthy(f"vLLM ({model.name})", proc, log, lambda: _ok(f"{url}/health"), deadline_s)
+    return lambda deadline_s: wait_healthy(f"vLLM ({model.name})", proc, log, lambda: _ok(f"{url}/health"),
+                                           deadline_s)
 
 
 def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secrets: dict[str, str],
-                   settings: Settings, deadline_s: float) -> None:
+                   settings: Settings) -> Callable[[float], None]:
+    """Spawn the LiteLLM proxy on the rendered config; return the wait for its health."""
     host, port, workers = settings.LITELLM_HOST, settings.LITELLM_PORT, settings.LITELLM_NUM_WORKERS
     log = run.logs / "litellm.log"
     litellm = Path(sys.executable).parent / "litellm"
@@ -158,7 +168,22 @@ def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secret
     url = f"http://{_reach(host)}:{port}"
     state.procs.append(Proc("litellm", proc.pid, str(log), url))
     run.write(state)
-    wait_healthy("LiteLLM gateway", proc, log, lambda: _ok(f"{url}/health/liveliness"), deadline_s)
+    return lambda deadline_s: wait_healthy("LiteLLM gateway", proc, log,
+                                           lambda: _ok(f"{url}/health/liveliness"), deadline_s)
+
+
+def smoke_request(state: State, model: ResolvedModel, master_key: str) -> None:
+    """One real request through the gateway to vLLM, so `ready` means the whole path answers."""
+    try:
+        resp = httpx.post(f"{state.gateway}/v1/chat/completions", timeout=120,
+                          headers={"Authorization": f"Bearer {master_key}"},
+                          json={"model": model.served_name, "max_tokens": 1,
+                                "messages": [{"role": "user", "content": "ping"}]})
+    except httpx.HTTPError as exc:
+        raise LaunchError("first request through the gateway", f"failed: {exc}", "see ./runMe.sh logs") from None
+    if resp.status_code != 200:
+        raise LaunchError("first request through the gateway", f"HTTP {resp.status_code}: {resp.text[:300]}",
+                          "see ./runMe.sh logs litellm")
 
 
 def _ok(url: str) -> bool:
