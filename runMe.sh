@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the gateway: ./runMe.sh [up|stop|status|logs [vllm|litellm]|install]   (MODEL=name picks a model)
+# Start the gateway: ./runMe.sh [up [--monitoring]|stop|status|logs [vllm|litellm|prometheus]|install]
+#   (MODEL=name picks a model; MONITORING=1 or --monitoring also starts Prometheus)
 # Thin on purpose: it makes the project venv once, then hands over to `python -m confgen`.
 set -euo pipefail
 cd "$(dirname "$0")"

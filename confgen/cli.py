@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from confgen.commands import check, command, exec_vllm, listing, render, stack
+from confgen.commands import check, command, exec_vllm, listing, nginx, plan, prometheus, render, stack
 from confgen.errors import ConfgenError
 
 
@@ -51,7 +51,7 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 
 
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
-                 *stack.commands):
+                 nginx.command, plan.command, prometheus.command, *stack.commands):
     cli.add_command(_command)
 
 

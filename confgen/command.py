@@ -1,7 +1,7 @@
 """The `command` section -> vLLM argv, and the dynamic arguments applied at launch.
 
 Dynamic arguments (--host, --port, --served-model-name) replace any the file already has, never
-duplicate them. The API key is never put in argv (it would show in `ps` and in logs): vLLM reads
+duplicate them. --served-model-name gets the served name and, for a HuggingFace id, the id too. The API key is never put in argv (it would show in `ps` and in logs): vLLM reads
 it from the VLLM_API_KEY environment variable, which the launcher sets from secrets/.
 """
 
@@ -97,6 +97,25 @@ def strip_flags(args: tuple[str, ...], flags: dict[str, str]) -> tuple[list[str]
 def _is_option(token: str) -> bool:
     """Like argparse: `-tp` starts the next option (so `--served-model-name a -tp 2` keeps -tp 2)."""
     return token.startswith("-") and len(token) > 1 and not token[1].isdigit()
+
+
+# A HuggingFace repo id ([namespace/]name); a local path (./x, /x, ~/x, a/b/c) is not one.
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+
+
+def is_hub_id(model: str) -> bool:
+    """True for `org/name` or `name` as the hub spells them (no `..`, `--`, at most 96 characters)."""
+    return (bool(_HUB_ID.match(model)) and len(model) <= 96 and ".." not in model and "--" not in model
+            and not model.endswith((".", "-")))
+
+
+def served_names(served_name: str, model: str) -> list[str]:
+    """The names vLLM answers to: the served name first (vLLM reports it in every response and uses it
+    when a request names no model), then the HuggingFace id, so a client of a per-model path may send
+    either. A local path is not added: it names a folder on one machine, not a model clients know."""
+    if model != served_name and is_hub_id(model):
+        return [served_name, model]
+    return [served_name]
 
 
 def final_argv(cmd: ServeCommand, host: str, port: int, served_names: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from dotenv.parser import parse_stream
@@ -116,14 +116,24 @@ def _what(err: Any) -> str:
 
 
 def _allowed_keys(model: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
-    current: Any = model
+    current: type[BaseModel] | None = model
     for part in parent:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        current = ann
-    return sorted(current.model_fields)
+        if isinstance(part, int):  # an item of a list of sections: same model
+            continue
+        field = current.model_fields.get(part) if current else None
+        current = _model_of(field.annotation) if field else None
+    return sorted(current.model_fields) if current else []
+
+
+def _model_of(ann: Any) -> type[BaseModel] | None:
+    """The section model inside `X`, `X | None` or `list[X]`."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in get_args(ann):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def load_model_file(project: Project, path: Path) -> ModelFile:

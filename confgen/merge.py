@@ -5,13 +5,14 @@ The result is a frozen, typed ResolvedModel: everything a render target or the l
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confgen.command import ServeCommand, final_argv, parse_command
+from confgen.command import ServeCommand, final_argv, parse_command, served_names
 from confgen.errors import ConfgenError, Problem
 from confgen.load import GlobalVars
-from confgen.schema import Info, ModelFile, Settings
+from confgen.schema import Arch, Info, ModelFile, Settings
 
 T = TypeVar("T")
 
@@ -48,19 +49,26 @@ class ResolvedModel:
     limits: Limits
     env: dict[str, str] = field(hash=False)
     sources: dict[str, str] = field(hash=False)
+    arch: Arch | None = None  # KV-cache arithmetic for the planner (confgen.plan)
+    api_host: str = ""  # where the gateway reaches vLLM when not at `host` (containers: VLLM_API_HOST)
 
     @property
     def hf_id(self) -> str:
         return self.command.model
 
     @property
+    def served_names(self) -> list[str]:
+        """vLLM's --served-model-name: the served name (the one reported), then the HF id if it is one."""
+        return served_names(self.served_name, self.hf_id)
+
+    @property
     def argv(self) -> list[str]:
-        return final_argv(self.command, self.host, self.port, [self.served_name])
+        return final_argv(self.command, self.host, self.port, self.served_names)
 
     @property
     def api_base(self) -> str:
-        """Where the gateway reaches this vLLM: a wildcard bind is reached on loopback."""
-        host = "127.0.0.1" if self.host in _ANY_ADDRESS else self.host
+        """Where the gateway reaches this vLLM: api_host if set, else a wildcard bind is reached on loopback."""
+        host = self.api_host or ("127.0.0.1" if self.host in _ANY_ADDRESS else self.host)
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/v1"
 
@@ -108,9 +116,11 @@ def merge(name: str, model: ModelFile, gvars: GlobalVars, file: str) -> Resolved
         name=name,
         file=file,
         info=model.info,
+        arch=model.arch,
         command=command,
         served_name=model.serve.served_name or name,
         host=s.VLLM_HOST,
+        api_host=s.VLLM_API_HOST.replace("{name}", service_label(name)),
         port=model.serve.port or s.VLLM_PORT,
         sampling=sampling,
         limits=limits,
@@ -119,6 +129,11 @@ def merge(name: str, model: ModelFile, gvars: GlobalVars, file: str) -> Resolved
     )
     _check_max_tokens(resolved)
     return resolved
+
+
+def service_label(name: str) -> str:
+    """A model name as a DNS label (compose service and host names): qwen2.5-1.5b -> qwen2-5-1-5b."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
 def _check_max_tokens(m: ResolvedModel) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from confgen.sizes import parse_size
 
@@ -65,10 +65,62 @@ class LiteLLMParams(_Strict):
     timeout: float | None = Field(None, gt=0, description="Seconds before a request to this model fails.")
 
 
+class SlidingWindow(_Strict):
+    """Layers that keep KV only for the last `window` tokens of each sequence."""
+
+    layers: int = Field(ge=1, description="How many layers use the window.")
+    window: int = Field(ge=1, description="Window length, tokens.")
+
+
+class WeightVariant(_Strict):
+    """Another checkpoint of the same model (e.g. the FP8 repo) the planner may suggest."""
+
+    repo: str = Field(min_length=1, description="HuggingFace id of the variant.")
+    weights_gb: float = Field(gt=0, description="Its weights on disk, GB.")
+    dtype: str = Field(min_length=1, description="Its weight format, e.g. FP8, BF16.")
+
+
+class Arch(_Strict):
+    """The numbers that set KV-cache bytes per token (read by `confgen plan`; docs/planner.md).
+
+    Full attention: layers_with_kv x 2 (K and V) x kv_heads x head_dim x KV bytes per token.
+    MLA: layers_with_kv x mla_latent_dim x KV bytes per token.
+    """
+
+    dtype: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="Activation dtype: what --kv-cache-dtype auto stores (bf16/fp16 = 2 bytes).")
+    layers: int = Field(ge=1, description="Hidden layers in all.")
+    layers_with_kv: int = Field(ge=0, description="Full-attention layers that keep KV for every token.")
+    kv_heads: int | None = Field(None, ge=1, description="KV heads per full-attention layer (not MLA).")
+    head_dim: int | None = Field(None, ge=1, description="Head dimension (not MLA).")
+    mla_latent_dim: int | None = Field(
+        None, ge=1, description="MLA: compressed KV per layer and token (kv_lora_rank + rope dim).")
+    sliding_window: SlidingWindow | None = None
+    state_mb_per_seq: float | None = Field(
+        None, gt=0, description="Fixed per-sequence state (linear attention / DeltaNet), MB.")
+    native_context: Size = Field(description="max_position_embeddings: the longest context without overrides.")
+    weight_variants: list[WeightVariant] = Field(
+        default_factory=list, description="Other checkpoints of this model (FP8 / BF16 repos).")
+
+    @model_validator(mode="after")
+    def _one_kv_layout(self) -> Arch:
+        gqa = self.kv_heads is not None or self.head_dim is not None
+        if self.mla_latent_dim is not None and gqa:
+            raise ValueError("give either mla_latent_dim (MLA) or kv_heads and head_dim, not both")
+        if self.mla_latent_dim is None and (self.kv_heads is None or self.head_dim is None):
+            raise ValueError("give kv_heads and head_dim (or mla_latent_dim for an MLA model)")
+        windowed = self.sliding_window.layers if self.sliding_window else 0
+        if self.layers_with_kv + windowed > self.layers:
+            raise ValueError(f"layers_with_kv ({self.layers_with_kv}) plus sliding_window.layers ({windowed}) "
+                             f"exceed layers ({self.layers})")
+        return self
+
+
 class ModelFile(_Strict):
     """models/<name>.yml"""
 
     info: Info
+    arch: Arch | None = Field(None, description="KV-cache arithmetic for `confgen plan` (every shipped file has it).")
     serve: Serve = Serve()
     command: str = Field(min_length=1, description="The `vllm serve <model> ...` line.")
     env: dict[Annotated[str, Field(pattern=ENV_NAME)], EnvValue] = Field(default_factory=dict)
@@ -95,6 +147,11 @@ class Settings(_Strict):
     LITELLM_NUM_WORKERS: int = Field(1, ge=1, le=64)
     VLLM_HOST: str = "127.0.0.1"
     VLLM_PORT: int = Field(8000, ge=1, le=65535)
+    # Containers: the host name the gateway uses for vLLM when it differs from VLLM_HOST (the bind
+    # address); `{name}` stands for the model's service label (docker-compose.yml, confgen compose).
+    VLLM_API_HOST: str = Field("", pattern=r"^[A-Za-z0-9.:{}\[\]-]*$")
+    # The local Prometheus (./runMe.sh up --monitoring); it always binds 127.0.0.1.
+    PROMETHEUS_PORT: int = Field(9090, ge=1, le=65535)
 
 
 SETTING_NAMES = frozenset(Settings.model_fields)

@@ -7,6 +7,7 @@ import click
 from confgen.catalog import load_all
 from confgen.commands import project_from
 from confgen.errors import ConfgenError
+from confgen.plan.checks import plan_checks
 from confgen.render import render_all
 from confgen.rules import secret_report, suspicious_env
 from confgen.vllm_check import check_commands
@@ -27,6 +28,9 @@ def command(ctx: click.Context, with_vllm: bool) -> int:
         except ConfgenError as exc:
             problems += exc.problems
     notes = secret_report(selection)
+    plan_problems, plan_notes = plan_checks(selection)  # arch sections vs commands, GPU profiles
+    problems += plan_problems
+    notes += plan_notes
     if with_vllm and selection.models:
         report = check_commands(project, selection.models)
         problems += report.problems

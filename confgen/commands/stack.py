@@ -13,10 +13,13 @@ from confgen.runtime import stack
 @click.command("up")
 @click.option("--timeout", "deadline_s", type=click.FloatRange(min=1), default=600, show_default=True,
               envvar="CONFGEN_START_TIMEOUT", help="Seconds each part may take to become healthy.")
+@click.option("--monitoring", is_flag=True, envvar="MONITORING",
+              help="Also start Prometheus (Debian's package) on 127.0.0.1:$PROMETHEUS_PORT, scraping the "
+                   "gateway and vLLM (MONITORING=1 does the same).")
 @click.pass_context
-def up(ctx: click.Context, deadline_s: float) -> int:
+def up(ctx: click.Context, deadline_s: float, monitoring: bool) -> int:
     """Start vLLM ($MODEL, default by hardware) and the gateway; wait until both are healthy."""
-    return stack.up(project_from(ctx), dict(os.environ), deadline_s)
+    return stack.up(project_from(ctx), dict(os.environ), deadline_s, with_prometheus=monitoring)
 
 
 @click.command("stop")
@@ -34,7 +37,7 @@ def status(ctx: click.Context) -> int:
 
 
 @click.command("logs")
-@click.argument("part", required=False, type=click.Choice(["vllm", "litellm", "install", "build"]))
+@click.argument("part", required=False, type=click.Choice(["vllm", "litellm", "prometheus", "install", "build"]))
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
 @click.pass_context
 def logs(ctx: click.Context, part: str | None, lines: int) -> int:

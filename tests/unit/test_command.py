@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from confgen.command import ServeCommand, final_argv, normalise_flag, parse_command, strip_flags
+from confgen.command import (
+    ServeCommand,
+    final_argv,
+    is_hub_id,
+    normalise_flag,
+    parse_command,
+    served_names,
+    strip_flags,
+)
 from confgen.errors import ConfgenError
 
 MULTILINE = """\
@@ -112,6 +120,24 @@ def test_dynamic_flags_in_the_file_are_replaced_by_exactly_one_set() -> None:
 def test_several_served_names() -> None:
     argv = final_argv(parse_command("vllm serve m", "w"), "::", 8000, ["a", "b"])
     assert argv == ["vllm", "serve", "m", "--host", "::", "--port", "8000", "--served-model-name", "a", "b"]
+
+
+@pytest.mark.parametrize(("model", "names"), [
+    ("Qwen/Qwen2.5-1.5B-Instruct", ["q", "Qwen/Qwen2.5-1.5B-Instruct"]),
+    ("gpt2", ["q", "gpt2"]),
+    ("q", ["q"]),  # the served name already is the id: not twice
+    (".local/models/tiny-cpu", ["q"]),  # local paths are not names clients know
+    ("/models/qwen", ["q"]),
+    ("./qwen", ["q"]),
+    ("~/models/qwen", ["q"]),
+    ("a/b/c", ["q"]),
+    ("org/bad..name", ["q"]),
+    ("org/name-", ["q"]),
+    ("org/" + "x" * 93, ["q"]),  # longer than the hub allows
+])
+def test_served_names_add_the_hub_id_only(model: str, names: list[str]) -> None:
+    assert served_names("q", model) == names
+    assert is_hub_id(model) == (len(names) == 2 or model == "q")
 
 
 def test_short_options_after_dynamic_flags_are_kept() -> None:

@@ -135,7 +135,18 @@ def test_served_name_from_the_file(
     write_model("tiny-cpu", tiny_doc)
     model = resolve_one(project, "tiny-cpu")
     assert model.served_name == "org/tiny:latest"
+    # The HF id of tiny-cpu is a local path: not a name clients know, so not served as one.
     assert model.argv[-2:] == ["--served-model-name", "org/tiny:latest"]
+
+
+def test_a_hub_id_is_served_as_a_second_name(
+    project: Project, write_model: WriteModel, tiny_doc: dict[str, Any]
+) -> None:
+    tiny_doc["command"] = "vllm serve Qwen/Qwen2.5-1.5B-Instruct --max-model-len 512"
+    write_model("tiny-cpu", tiny_doc)
+    model = resolve_one(project, "tiny-cpu")
+    assert model.served_names == ["tiny-cpu", "Qwen/Qwen2.5-1.5B-Instruct"]
+    assert model.argv[-3:] == ["--served-model-name", "tiny-cpu", "Qwen/Qwen2.5-1.5B-Instruct"]
 
 
 def test_max_tokens_from_vars_env_that_fills_the_context_is_an_error(
@@ -216,7 +227,7 @@ def test_merge_takes_plain_objects(project: Project) -> None:
     )
     resolved = merge("m", model, load_vars(project, {}), "models/m.yml")
     assert resolved.argv == [
-        "vllm", "serve", "org/m", "--host", "127.0.0.1", "--port", "8000", "--served-model-name", "m",
+        "vllm", "serve", "org/m", "--host", "127.0.0.1", "--port", "8000", "--served-model-name", "m", "org/m",
     ]
     assert resolved.info.device == "gpu"
     assert resolved.limits.timeout == 600.0

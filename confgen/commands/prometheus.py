@@ -1,0 +1,28 @@
+"""confgen prometheus: write prometheus.yml that scrapes the gateway and the selected models' vLLMs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from confgen.atomic import write_atomic
+from confgen.catalog import select
+from confgen.commands import model_option, project_from
+from confgen.render import prometheus
+
+
+@click.command("prometheus")
+@model_option
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write prometheus.yml into (created if missing).")
+@click.option("--docker", is_flag=True,
+              help="The Docker monitoring profile: secrets under /run/secrets, plus node-exporter, "
+                   "cAdvisor and dcgm-exporter.")
+@click.pass_context
+def command(ctx: click.Context, models: tuple[str, ...], out: Path, docker: bool) -> int:
+    """Render the Prometheus scrape config for the selected models."""
+    for name, text in prometheus.render(select(project_from(ctx), list(models)), docker=docker).items():
+        write_atomic(out / name, text, mode=0o644)
+        click.echo(f"wrote {out / name}")
+    return 0

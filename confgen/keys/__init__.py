@@ -1,0 +1,1 @@
+"""API keys in PostgreSQL: key format and hashing, migrations, the store (create/list/revoke/lookup)."""

@@ -1,0 +1,185 @@
+"""The background ledger writer: a thread that batches rows into PostgreSQL, off the request path.
+
+Rows are queued by the gateway (`put`, cheap and thread-safe). The thread takes up to `batch_max` rows
+every `interval_s` and inserts them in one statement (`unnest` of column arrays, ON CONFLICT (request_id)
+DO NOTHING). When PostgreSQL is down or slower than `statement_timeout_s`, batches go to the spool, and
+while the spool holds rows every batch goes there too, so replay keeps the order; the spool is replayed
+as soon as a connection works again. `close` (at exit) inserts what is queued or spools it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from confgen.keys.db import first_line, redact
+from confgen.ledger.row import COLUMNS, SQL_TYPES, UsageRow
+from confgen.ledger.spool import Spool
+
+log = logging.getLogger("confgen.ledger")
+
+_ARRAYS = ", ".join(f"%s::{SQL_TYPES.get(c, 'text')}[]" for c in COLUMNS)
+INSERT = (f"INSERT INTO confgen_usage ({', '.join(COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "  # noqa: S608
+          "ON CONFLICT (request_id) DO NOTHING")
+
+
+def insert_rows(conn: psycopg.Connection, rows: list[UsageRow]) -> int:
+    """One statement for the batch; returns the rows new to the table (duplicates are skipped)."""
+    columns = [[getattr(r, c) for r in rows] for c in COLUMNS]
+    with conn.transaction():
+        cur = conn.execute(INSERT.encode(), columns)
+        return max(cur.rowcount, 0)
+
+
+class LedgerWriter:
+    def __init__(self, url: str, spool: Spool, *, batch_max: int = 1000, interval_s: float = 0.2,
+                 retry_s: float = 2.0, statement_timeout_s: float = 5.0, connect_timeout_s: float = 2.0,
+                 connect: Callable[[], psycopg.Connection] | None = None) -> None:
+        self.url = url
+        self.spool = spool
+        self.batch_max = batch_max
+        self.interval_s = interval_s
+        self.retry_s = retry_s
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
+        self._connect_timeout = max(1, round(connect_timeout_s))
+        self._connect = connect or self._default_connect
+        self._queue: queue.SimpleQueue[UsageRow] = queue.SimpleQueue()
+        self._conn: psycopg.Connection | None = None
+        self._down_until = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._current: list[UsageRow] = []
+        self._closed = False
+        self.inserted = 0
+        self.duplicates = 0
+        self.db_up: bool | None = None
+
+    # -- the request side -------------------------------------------------------------------------
+    def put(self, row: UsageRow) -> None:
+        if self._closed:
+            self.spool.append([row])  # a late event after close: still durable
+            return
+        self._queue.put(row)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="confgen-ledger", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Stop the thread, then insert (or spool) everything still queued. Safe to call twice."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                # Stuck on a hung database: spool its batch too; if the insert lands after all,
+                # replay skips the duplicates (request_id).
+                self.spool.append(list(self._current))
+                self._conn = None
+        self._closed = True
+        rest = self._drain()
+        if rest:
+            if self._thread is not None and self._thread.is_alive():
+                self.spool.append(rest)
+            else:
+                self._cycle(rest)
+        self.spool.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- the thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take()
+            try:
+                self._cycle(batch)
+            except Exception:  # the writer must outlive any surprise; rows go to the spool
+                log.exception("usage ledger writer: unexpected error; spooling the batch")
+                self.spool.append(batch)
+            finally:
+                self._current = []
+
+    def _take(self) -> list[UsageRow]:
+        batch: list[UsageRow] = []
+        try:
+            batch.append(self._queue.get(timeout=self.interval_s))
+        except queue.Empty:
+            return batch
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self._current = batch
+        return batch
+
+    def _drain(self) -> list[UsageRow]:
+        rows = []
+        while True:
+            try:
+                rows.append(self._queue.get_nowait())
+            except queue.Empty:
+                return rows
+
+    def _cycle(self, batch: list[UsageRow]) -> None:
+        if batch:
+            if self.spool.pending() or not self._ready():
+                self.spool.append(batch)
+            else:
+                try:
+                    self._insert(batch)
+                except psycopg.Error as exc:
+                    self._down(exc)
+                    self.spool.append(batch)
+        if self.spool.pending() and self._ready():
+            try:
+                self.spool.replay(self._insert)
+            except psycopg.Error as exc:
+                self._down(exc)
+
+    def _insert(self, rows: list[UsageRow]) -> int:
+        if self._conn is None:
+            raise psycopg.OperationalError("not connected")
+        added = insert_rows(self._conn, rows)
+        self.inserted += added
+        self.duplicates += len(rows) - added
+        return added
+
+    def _ready(self) -> bool:
+        if self._conn is not None and not self._conn.closed:
+            return True
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            self._conn = self._connect()
+        except psycopg.Error as exc:
+            self._down(exc)
+            return False
+        if self.db_up is False:
+            log.warning("usage ledger: PostgreSQL at %s is back; replaying the spool", redact(self.url))
+        self.db_up = True
+        return True
+
+    def _down(self, exc: psycopg.Error) -> None:
+        if self.db_up is not False:
+            log.warning("usage ledger: PostgreSQL at %s unavailable (%s): rows go to the spool in %s until it is "
+                        "back", redact(self.url), first_line(exc), self.spool.folder)
+        self.db_up = False
+        self._down_until = time.monotonic() + self.retry_s
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+    def _default_connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout,
+                               options=f"-c statement_timeout={self._statement_timeout_ms}")

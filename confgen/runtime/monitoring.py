@@ -1,0 +1,41 @@
+"""The local stack's optional Prometheus (Debian's package): its config, command line and data folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from confgen.atomic import write_atomic
+from confgen.catalog import Selection
+from confgen.errors import ConfgenError
+from confgen.render import prometheus
+from confgen.runtime.rundir import RunDir
+
+HOST = "127.0.0.1"  # no setting opens it: it shows every model's and key's traffic
+READY_PATH = "/-/ready"
+RETENTION = "7d"
+
+
+def binary(environ: dict[str, str]) -> str:
+    found = shutil.which("prometheus", path=environ.get("PATH"))
+    if found is None:
+        raise ConfgenError.one("--monitoring (MONITORING)", "the prometheus command is not installed",
+                               "apt-get install prometheus (Debian), or start without --monitoring")
+    return found
+
+
+def multiproc_dir(run: RunDir) -> Path:
+    """Where the gateway's workers write their samples, so one scrape sums all of them (per stack:
+    LiteLLM's own default is one folder in /tmp, shared and wiped by every stack on the machine)."""
+    return run.scratch / "prometheus-multiproc"
+
+
+def write_config(selection: Selection, run: RunDir) -> Path:
+    path = run.generated / "prometheus.yml"
+    write_atomic(path, prometheus.render(selection)["prometheus.yml"], mode=0o644)
+    return path
+
+
+def argv(exe: str, config: Path, run: RunDir, port: int) -> list[str]:
+    return [exe, f"--config.file={config}", f"--storage.tsdb.path={run.path / 'prometheus'}",
+            f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address={HOST}:{port}"]

@@ -1,0 +1,3 @@
+from confgen.sim.cli import main
+
+raise SystemExit(main())
