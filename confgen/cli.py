@@ -11,7 +11,20 @@ from typing import Any
 
 import click
 
-from confgen.commands import check, command, exec_vllm, listing, nginx, plan, prometheus, render, stack
+from confgen.commands import (
+    check,
+    command,
+    compose,
+    exec_gateway,
+    exec_vllm,
+    health,
+    listing,
+    nginx,
+    plan,
+    prometheus,
+    render,
+    stack,
+)
 from confgen.errors import ConfgenError
 
 
@@ -51,7 +64,8 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 
 
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
-                 nginx.command, plan.command, prometheus.command, *stack.commands):
+                 nginx.command, plan.command, prometheus.command, compose.command, exec_gateway.command,
+                 health.command, *stack.commands):
     cli.add_command(_command)
 
 

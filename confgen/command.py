@@ -1,8 +1,9 @@
 """The `command` section -> vLLM argv, and the dynamic arguments applied at launch.
 
 Dynamic arguments (--host, --port, --served-model-name) replace any the file already has, never
-duplicate them. --served-model-name gets the served name and, for a HuggingFace id, the id too. The API key is never put in argv (it would show in `ps` and in logs): vLLM reads
-it from the VLLM_API_KEY environment variable, which the launcher sets from secrets/.
+duplicate them; --served-model-name gets the served name and, for a HuggingFace id, the id too. The
+API key is never put in argv (it would show in `ps` and in logs): vLLM reads it from the
+VLLM_API_KEY environment variable, which the launcher sets from secrets/.
 """
 
 from __future__ import annotations

@@ -29,6 +29,13 @@ info:
   notes:
     - VLLM_CPU_KVCACHE_SPACE is the KV cache of the CPU build, in GiB.
 
+arch:
+  layers: 2
+  layers_with_kv: 2
+  kv_heads: 2
+  head_dim: 64
+  native_context: 2048
+
 serve:
   port: 8000
 

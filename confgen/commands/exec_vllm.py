@@ -26,5 +26,5 @@ from confgen.runtime.entrypoint import exec_vllm, prepare
 @click.pass_context
 def command(ctx: click.Context, model: str, out: Path, routes: tuple[str, ...], vllm_args: str) -> int:
     """Render configs for MODEL, then replace this process with `vllm serve ...`."""
-    exec_vllm(prepare(project_from(ctx), model, out, dict(os.environ), routes, vllm_args))
+    exec_vllm(prepare(project_from(ctx), model, out, dict(os.environ), routes=routes, vllm_args=vllm_args))
     return 0  # not reached: exec replaced the process

@@ -30,7 +30,7 @@ _PORT = click.IntRange(1, 65535)
 @click.option("--max-conn-per-ip", type=click.IntRange(1, 100000), default=64, show_default=True,
               help="Open connections one client address may hold; more get 429.")
 @click.pass_context
-def command(ctx: click.Context, models: tuple[str, ...], out: Path, https_port: int, http_port: int, listen: str,
+def command(ctx: click.Context, *, models: tuple[str, ...], out: Path, https_port: int, http_port: int, listen: str,
             certs: Path | None, public_paths: bool, max_conn_per_ip: int) -> int:
     """Render nginx.conf: HTTPS, /health, GET /v1/models, /<model>/v1/... and /v1/... to the gateway."""
     project = project_from(ctx)

@@ -33,7 +33,8 @@ def _tokens(ctx: click.Context, param: click.Parameter, value: str | None) -> in
 @click.option("--gpu", metavar="NAME", help="GPU profile (see --list-gpus), e.g. dgx-spark.")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="A model from models/; repeat for several on the same GPU.")
-@click.option("--context", callback=_tokens, default=None, metavar="TOKENS", show_default="each model's --max-model-len",
+@click.option("--context", callback=_tokens, default=None, metavar="TOKENS",
+              show_default="each model's --max-model-len",
               help="Tokens per sequence for every model, e.g. 32k.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               show_default="each model's --max-num-seqs, else 1",

@@ -37,11 +37,12 @@ def status(ctx: click.Context) -> int:
 
 
 @click.command("logs")
-@click.argument("part", required=False, type=click.Choice(["vllm", "litellm", "prometheus", "install", "build"]))
+@click.argument("part", required=False, metavar="[PART]")
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
 @click.pass_context
 def logs(ctx: click.Context, part: str | None, lines: int) -> int:
-    """Print the end of each log (or of one part's)."""
+    """Print the end of each log (or of one part's). PART: vllm, litellm, prometheus, install or build
+    for the local stack; a compose service (vllm-node, gateway, db) for the Docker deployment."""
     return stack.logs(project_from(ctx), dict(os.environ), part, lines)
 
 

@@ -90,7 +90,9 @@ def _kv_dtype(m: ModelPlan) -> str:
 
 
 def _gb(value: float) -> str:
-    return f"{value:.1f} GB" if value >= 1 or value == 0 else f"{value:.2f} GB"
+    if value >= 1 or value == 0:
+        return f"{value:.1f} GB"
+    return f"{value:.2f} GB" if value >= 0.01 else f"{value * 1000:.1f} MB"
 
 
 def _tokens(n: int) -> str:

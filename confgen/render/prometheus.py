@@ -65,14 +65,17 @@ def _gateway_job(selection: Selection, secrets: Path) -> dict[str, Any]:
 
 
 def _gateway_model_label() -> list[dict[str, Any]]:
-    """LiteLLM names the model in `model_group`, `requested_model` or `model` depending on the metric;
-    copy the first that is set into `model`, so every series of one served model shares `model`.
-    LiteLLM writes "None" for a value it does not know: that is no model (an empty label is no label)."""
+    """LiteLLM names the model in `model`, `model_group`, `requested_model` or `litellm_model_name`,
+    depending on the metric: copy the first that is set into `model`, so every series of one served
+    model carries the same `model`. LiteLLM writes "None" for a value it does not know: that is no
+    model (an empty label is no label).
+    """
+
     def unset_none() -> dict[str, Any]:
         return {"source_labels": ["model"], "regex": "None", "target_label": "model", "replacement": ""}
 
     rules: list[dict[str, Any]] = [unset_none()]
-    for source in ("model_group", "requested_model"):
+    for source in ("model_group", "requested_model", "litellm_model_name"):
         rules.append({"source_labels": ["model", source], "separator": ";", "regex": ";(.+)",
                       "target_label": "model", "replacement": "$1"})
         rules.append(unset_none())

@@ -27,7 +27,7 @@ class Launch:
     env: dict[str, str]
 
 
-def prepare(project: Project, name: str, out: Path, environ: dict[str, str],
+def prepare(project: Project, name: str, out: Path, environ: dict[str, str], *,
             routes: tuple[str, ...] = (), vllm_args: str = "") -> Launch:
     """Validate MODEL, render the shared configs into `out`, and build vLLM's argv and env.
 

@@ -20,8 +20,8 @@ from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
+from confgen.runtime import docker, install, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
-from confgen.runtime import install, monitoring, ports, secret_files
 from confgen.runtime.rundir import Proc, RunDir, State, alive
 from confgen.schema import Settings
 
@@ -42,6 +42,9 @@ def choose_model(environ: dict[str, str], info: host_mod.HostInfo) -> tuple[str,
 def up(project: Project, environ: dict[str, str], deadline_s: float, with_prometheus: bool = False) -> int:
     run = RunDir.for_root(project.root, environ)
     info = host_mod.detect()
+    if docker.wanted(environ):  # MODELS=a,b or CONFGEN_DEPLOY=docker
+        names, source = docker.model_names(environ, choose_model(environ, info)[0])
+        return docker.up(project, environ, names, source, deadline_s)
     name, why = choose_model(environ, info)
     click.echo(f"model: {name} ({why})")
     existing = _running(run)
@@ -58,9 +61,8 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         raise ConfgenError.one(f"MODEL={name}", f"needs an NVIDIA GPU ({model.info.gpu_memory_gb:g} GB); "
                                f"this machine has none ({info.gpu_reason})",
                                f"run MODEL={DEFAULT_CPU_MODEL} ./runMe.sh on this machine")
-    if model.info.device == "gpu":
-        raise LaunchError(f"MODEL={name}", "GPU models run in the vLLM container (Docker Compose)",
-                          "use the Docker deployment: docker compose up (see README)")
+    if model.info.device == "gpu":  # GPU models run in the vLLM container (Docker Compose)
+        return docker.up(project, environ, [name], "MODEL", deadline_s)
     for created in secret_files.ensure_generated(project):
         click.echo(f"created {project.rel(project.secrets_dir / created)} (mode 0600)")
     secrets = secret_files.require(project, ("LITELLM_MASTER_KEY", "VLLM_API_KEY"))
@@ -301,6 +303,9 @@ def _reap(procs: list[Proc]) -> None:
 
 def stop(project: Project, environ: dict[str, str]) -> int:
     run = RunDir.for_root(project.root, environ)
+    deployed = docker.read_state(run)
+    if deployed is not None:
+        return docker.stop(project, environ, deployed)
     state = run.read()
     if state is None:
         click.echo("not running")
@@ -313,6 +318,9 @@ def stop(project: Project, environ: dict[str, str]) -> int:
 
 def status(project: Project, environ: dict[str, str]) -> int:
     run = RunDir.for_root(project.root, environ)
+    deployed = docker.read_state(run)
+    if deployed is not None:
+        return docker.status(project, environ, deployed)
     state = run.read()
     if state is None:
         click.echo("not running (./runMe.sh starts it)")
@@ -325,12 +333,15 @@ def status(project: Project, environ: dict[str, str]) -> int:
         ok = up_ and _ok(proc.url + path)
         healthy &= ok
         label = "healthy" if ok else ("running, not healthy" if up_ else "exited")
-        click.echo(f"  {proc.name:8} pid {proc.pid:<8} {label:22} {proc.url}  log: {proc.log}")
+        click.echo(f"  {proc.name:10} pid {proc.pid:<8} {label:22} {proc.url}  log: {proc.log}")
     return 0 if healthy else 3
 
 
 def logs(project: Project, environ: dict[str, str], part: str | None, lines: int) -> int:
     run = RunDir.for_root(project.root, environ)
+    deployed = docker.read_state(run)
+    if deployed is not None:
+        return docker.logs(project, environ, deployed, part, lines)
     files = sorted(run.logs.glob("*.log")) if run.logs.is_dir() else []
     if part:
         files = [f for f in files if f.stem.startswith(part)]

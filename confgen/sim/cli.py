@@ -27,7 +27,9 @@ def _at_least(low: float, kind: Callable[[str], float] = float) -> Callable[[str
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m confgen.sim", description=__doc__,
+    description = ("A fake vLLM: the OpenAI API of `vllm serve` with a latency model and faults "
+                   "(POST /sim/faults changes faults at run time; GET /sim/stats counts requests).")
+    p = argparse.ArgumentParser(prog="python -m confgen.sim", description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = p.add_argument
     add("model", nargs="?", help="like `vllm serve MODEL`: the served name when --served-model-name is not given")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_PORT = 14000
-VLLM_PORT = 18000
+# Overridable so engineers can run the e2e tier side by side on one machine (CI uses the defaults).
+GATEWAY_PORT = int(os.environ.get("E2E_LITELLM_PORT", "14000"))
+VLLM_PORT = int(os.environ.get("E2E_VLLM_PORT", "18000"))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from confgen.command import normalise_flag
 from confgen.errors import ConfgenError
 from confgen.load import Project, load_model_file
 from confgen.render import render_all
-from confgen.schema import Info, LiteLLMParams, ModelFile, Serve
+from confgen.schema import Arch, Info, LiteLLMParams, ModelFile, Serve
 
 BOUNDED = settings(
     max_examples=200,
@@ -32,6 +32,7 @@ BOUNDED = settings(
 
 SECTIONS: dict[str, list[str]] = {
     "info": list(Info.model_fields),
+    "arch": list(Arch.model_fields),
     "serve": list(Serve.model_fields),
     "command": [],
     "env": ["HF_HUB_OFFLINE", "HF_TOKEN", "NCCL_IB_DISABLE", "1BAD", "yes"],

@@ -57,6 +57,7 @@ SERVERS = [
     "return 301 https://$host:18443$request_uri;",
     "listen 127.0.0.1:18443 ssl default_server;",
     "limit_conn per_ip 64;",
+    "error_page 413 @too_large;",
     "error_page 429 @too_many;",
     "error_page 502 503 504 @unavailable;",
     "location = /health {",
@@ -72,6 +73,8 @@ TAIL = [
     "location / {",
     "return 404 '{\"error\":{\"message\":\"no such route: GET /v1/models lists the models and their paths\","
     "\"type\":\"not_found\",\"code\":404}}';",
+    "location @too_large {",
+    "return 413 '{\"error\":{\"message\":\"request body larger than 32m\",\"type\":\"too_large\",\"code\":413}}';",
     "location @too_many {",
     "return 429 '{\"error\":{\"message\":\"too many connections from your address\",\"type\":\"rate_limit\","
     "\"code\":429}}';",

@@ -131,7 +131,7 @@ def test_unreadable_files_say_where_and_how_to_fix(
         (
             "environment",
             {},
-            "models/x.yml: environment: unknown key (allowed: command, env, info, litellm, serve)",
+            "models/x.yml: environment: unknown key (allowed: arch, command, env, info, litellm, serve)",
         ),
         (
             "litellm.temperature",
