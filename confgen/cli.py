@@ -18,12 +18,14 @@ from confgen.commands import (
     exec_gateway,
     exec_vllm,
     health,
+    keys,
     listing,
     nginx,
     plan,
     prometheus,
     render,
     stack,
+    usage,
 )
 from confgen.errors import ConfgenError
 
@@ -65,7 +67,7 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
                  nginx.command, plan.command, prometheus.command, compose.command, exec_gateway.command,
-                 health.command, *stack.commands):
+                 health.command, keys.command, usage.command, *stack.commands):
     cli.add_command(_command)
 
 

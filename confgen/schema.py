@@ -110,6 +110,9 @@ class Arch(_Strict):
         if self.mla_latent_dim is None and (self.kv_heads is None or self.head_dim is None):
             raise ValueError("give kv_heads and head_dim (or mla_latent_dim for an MLA model)")
         windowed = self.sliding_window.layers if self.sliding_window else 0
+        if self.layers_with_kv + windowed == 0 and self.state_mb_per_seq is None:
+            raise ValueError("the model keeps nothing per sequence: set layers_with_kv, sliding_window or "
+                             "state_mb_per_seq")
         if self.layers_with_kv + windowed > self.layers:
             raise ValueError(f"layers_with_kv ({self.layers_with_kv}) plus sliding_window.layers ({windowed}) "
                              f"exceed layers ({self.layers})")
@@ -152,6 +155,15 @@ class Settings(_Strict):
     VLLM_API_HOST: str = Field("", pattern=r"^[A-Za-z0-9.:{}\[\]-]*$")
     # The local Prometheus (./runMe.sh up --monitoring); it always binds 127.0.0.1.
     PROMETHEUS_PORT: int = Field(9090, ge=1, le=65535)
+    # API keys and the usage ledger (README: Keys and usage). The gateway gets it as CONFGEN_DATABASE_URL:
+    # LiteLLM itself exits at start-up when DATABASE_URL is set and Prisma is missing (FINDINGS).
+    DATABASE_URL: str = Field("postgresql://postgres@127.0.0.1:5432/confgen", min_length=1)
+    # Shared rate-limit counters across gateway instances; "none": each instance counts on its own.
+    REDIS_URL: str = Field("redis://127.0.0.1:6379/0", min_length=1)
+    # Where usage rows wait while PostgreSQL is down ("" = <run folder>/spool).
+    LEDGER_SPOOL_DIR: str = ""
+    # Seconds a key's record is cached in each gateway: a revocation lands within about this long.
+    KEY_CACHE_TTL: float = Field(5.0, gt=0, le=300)
 
 
 SETTING_NAMES = frozenset(Settings.model_fields)

@@ -43,7 +43,8 @@ def _chat(url: str, key: str) -> float:
 
 def one_round(port: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as run_dir:
-        env = {**os.environ, "CONFGEN_RUN_DIR": run_dir, "LITELLM_PORT": str(port), "VLLM_PORT": str(VLLM_PORT), "MODEL": MODEL}
+        env = {**os.environ, "CONFGEN_RUN_DIR": run_dir, "LITELLM_PORT": str(port), "VLLM_PORT": str(VLLM_PORT),
+               "MODEL": MODEL}
         start = time.perf_counter()
         up = subprocess.run([str(ROOT / "runMe.sh")], env=env, capture_output=True, text=True, timeout=900,
                             check=False)

@@ -10,19 +10,26 @@ from confgen.atomic import write_atomic
 from confgen.catalog import select
 from confgen.commands import model_option, project_from
 from confgen.render import prometheus
+from confgen.runtime import monitoring
 
 
 @click.command("prometheus")
 @model_option
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder to write prometheus.yml into (created if missing).")
+              help="Folder to write prometheus.yml into (created if missing); docker-compose.monitoring.yml "
+                   "reads run/monitoring.")
 @click.option("--docker", is_flag=True,
-              help="The Docker monitoring profile: secrets under /run/secrets, plus node-exporter, "
-                   "cAdvisor and dcgm-exporter.")
+              help="The Docker monitoring profile: compose service names, secrets under /run/secrets, plus "
+                   "node-exporter, cAdvisor and dcgm-exporter; also creates the data folders and "
+                   "secrets/GRAFANA_ADMIN_PASSWORD if missing.")
 @click.pass_context
 def command(ctx: click.Context, models: tuple[str, ...], out: Path, docker: bool) -> int:
     """Render the Prometheus scrape config for the selected models."""
-    for name, text in prometheus.render(select(project_from(ctx), list(models)), docker=docker).items():
+    project = project_from(ctx)
+    for name, text in prometheus.render(select(project, list(models)), docker=docker).items():
         write_atomic(out / name, text, mode=0o644)
         click.echo(f"wrote {out / name}")
+    if docker:
+        for created in monitoring.prepare_docker(project, out):
+            click.echo(f"created {created}")
     return 0

@@ -19,15 +19,11 @@ from litellm.proxy.auth.auth_utils import get_request_route
 from litellm.proxy.auth.route_checks import RouteChecks
 from litellm.proxy.common_utils.http_parsing_utils import _safe_get_request_parsed_body
 
-from confgen.gateway import runtime
+from confgen.gateway import metrics, runtime
 from confgen.gateway.keycache import KeysUnavailable
 from confgen.gateway.rejection import KeyRejected
 from confgen.keys import keyformat
-
-# Keys of UserAPIKeyAuth.metadata, which LiteLLM passes to the logging events (user_api_key_auth_metadata).
-META_REQUEST_ID = "confgen_request_id"
-META_PREFIX = "confgen_prefix"
-META_TICKET = "confgen_ticket"
+from confgen.ledger.events import META_PREFIX, META_REQUEST_ID, META_TICKET
 
 
 def _requested_model(request: Request) -> str | None:
@@ -38,6 +34,14 @@ def _requested_model(request: Request) -> str | None:
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     """Named in config.yaml as general_settings.custom_auth."""
+    try:
+        return await _authenticate(request, api_key)
+    except KeyRejected as rejected:
+        metrics.record_rejection(rejected.reason)
+        raise
+
+
+async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     gw = runtime.gateway()
     if not api_key:
         raise KeyRejected(401, "missing_key", "No API key: send 'Authorization: Bearer <key>' (or x-api-key)")
@@ -48,18 +52,19 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     try:
         prefix = keyformat.parse_prefix(api_key)
     except keyformat.MalformedKey as exc:
-        raise KeyRejected(401, "malformed_key", f"Invalid API key: {exc}") from None
+        raise KeyRejected(401, "invalid_key", f"Invalid API key: {exc}") from None
     try:
         record = await gw.keys.get(prefix)
     except KeysUnavailable:
-        raise KeyRejected(503, "keys_unavailable", "The key database is unreachable and this key is not cached; "
+        raise KeyRejected(503, "auth_unavailable", "The key database is unreachable and this key is not cached; "
                           "try again shortly", prefix=prefix, retry_after_s=5) from None
     if record is None or not keyformat.matches(api_key, record.key_hash):
-        raise KeyRejected(401, "unknown_key", "Invalid API key: unknown key", prefix=prefix)
+        raise KeyRejected(401, "invalid_key", "Invalid API key: unknown key", prefix=prefix)
     now = datetime.now(UTC)
     status = record.status(now)
     if status != "active":
-        raise KeyRejected(401, status, f"API key {record.alias} is {status}", prefix=prefix, alias=record.alias)
+        raise KeyRejected(401, f"{status}_key", f"API key {record.alias} is {status}", prefix=prefix,
+                          alias=record.alias)
     route = get_request_route(request)
     if not RouteChecks.is_llm_api_route(route):
         raise KeyRejected(403, "route_not_allowed", f"Only the master key may call {route}", prefix=prefix,
@@ -73,8 +78,8 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     if model is not None and record.limits.any:
         decision = await gw.limiter.admit(record, request_id, now)
         if not decision.ok:
-            raise KeyRejected(429, decision.reason or "limit", f"API key {record.alias} is over its "
-                              f"{decision.reason} limit; retry in {decision.retry_after_s} s", prefix=prefix,
+            raise KeyRejected(429, decision.reason or "rate_limited", f"API key {record.alias} is over its "
+                              f"{decision.limit} limit; retry in {decision.retry_after_s} s", prefix=prefix,
                               alias=record.alias, retry_after_s=decision.retry_after_s)
         if decision.ticket is not None:
             metadata[META_TICKET] = decision.ticket.to_meta()

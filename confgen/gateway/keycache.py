@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confgen.atomic import write_atomic
+from confgen.gateway import metrics
 from confgen.keys.record import KeyRecord
 
 log = logging.getLogger("confgen.gateway")
@@ -90,7 +91,9 @@ class KeyCache:
         entry = self._entries.get(prefix)
         now = self._clock()
         if entry is not None and now - entry.fetched_at < self.ttl_s:
+            metrics.record_auth_cache(hit=True)
             return entry.record
+        metrics.record_auth_cache(hit=False)
         if now < self._down_until:
             return self._stale(entry)
         pending = self._inflight.get(prefix)

@@ -27,7 +27,9 @@ from redis.exceptions import RedisError
 from confgen.keys.record import KeyRecord, Limits
 
 log = logging.getLogger("confgen.gateway")
-REASONS = {1: "rpm", 2: "tpm", 3: "parallel", 4: "budget"}
+LIMITS = {1: "rpm", 2: "tpm", 3: "max parallel", 4: "token budget"}
+# The ledger's and the metrics' names for each (confgen.gateway.metrics.REJECTION_REASONS).
+REASONS = {1: "rate_limited", 2: "tokens_limited", 3: "parallel_limited", 4: "budget_exceeded"}
 NEED_SEED = -1
 Seed = Callable[[str, datetime], Awaitable[int]]
 
@@ -61,6 +63,7 @@ class Ticket:
 class Decision:
     ok: bool
     reason: str | None = None
+    limit: str | None = None
     retry_after_s: int = 0
     ticket: Ticket | None = None
 
@@ -283,7 +286,8 @@ class Limiter:
                 a = replace(a, seed=seed)
             code, retry_ms, store = await self._run(a)
         if code != 0:
-            return Decision(False, REASONS.get(code, "limit"), max(1, math.ceil(retry_ms / 1000)))
+            return Decision(False, REASONS.get(code, "rate_limited"), LIMITS.get(code, "rate"),
+                            max(1, math.ceil(retry_ms / 1000)))
         ticket = Ticket(record.prefix, rid, store.name, bool(lim.max_parallel), bool(lim.tpm), window)
         return Decision(True, ticket=ticket)
 

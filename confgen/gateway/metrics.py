@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 # Reasons the gateway turns a request away before it reaches a model. Others are accepted if they
 # look like one of these (lowercase words joined by "_"), so a new check needs no edit here.
 REJECTION_REASONS: Final = (
-    "missing_key", "invalid_key", "expired_key", "revoked_key", "model_not_allowed",
+    "missing_key", "invalid_key", "expired_key", "revoked_key", "route_not_allowed", "model_not_allowed",
     "rate_limited", "tokens_limited", "parallel_limited", "budget_exceeded", "auth_unavailable",
 )
 LEDGER_OUTCOMES: Final = ("written", "spooled", "replayed")

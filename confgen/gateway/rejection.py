@@ -11,6 +11,8 @@ TYPES = {401: ProxyErrorTypes.auth_error, 403: "permission_error", 429: "rate_li
 
 
 class KeyRejected(ProxyException):  # type: ignore[misc]  # LiteLLM is not type-checked here
+    confgen_rejection = True  # how confgen.ledger.events recognises it without importing LiteLLM
+
     def __init__(self, code: int, reason: str, message: str, *, prefix: str | None = None, alias: str | None = None,
                  retry_after_s: int | None = None) -> None:
         headers = {"retry-after": str(retry_after_s)} if retry_after_s else None

@@ -104,6 +104,9 @@ class Gateway:
                         "snapshot %s; unknown keys get 503; usage rows are kept in the spool %s and replayed "
                         "when the database is back", url, first_line(exc), self.keys.snapshot_size,
                         self.config.snapshot or "(none)", self.config.spool_dir)
+        if not os.environ.get("CONFGEN_LEDGER_SPOOL"):
+            log.warning("CONFGEN_LEDGER_SPOOL is not set: the usage spool is %s, which may not survive a reboot; "
+                        "point it at a persistent folder", self.config.spool_dir)
         if self.config.redis_url is None:
             log.warning("no Redis configured: rate limits are counted per gateway instance")
         self.ledger.start()

@@ -33,14 +33,14 @@ def generate() -> tuple[str, str]:
 
 def parse_prefix(key: str) -> str:
     """The prefix of a well-formed key; MalformedKey otherwise."""
-    match = KEY_PATTERN.match(key)
+    match = KEY_PATTERN.fullmatch(key)
     if match is None:
         raise MalformedKey(f"malformed API key: expected {KEY_SHAPE}")
     return match.group(1)
 
 
 def is_prefix(text: str) -> bool:
-    return PREFIX_PATTERN.match(text) is not None
+    return PREFIX_PATTERN.fullmatch(text) is not None
 
 
 def hash_key(key: str) -> str:

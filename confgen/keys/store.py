@@ -33,11 +33,11 @@ class NewKey:
 
     def problems(self) -> list[str]:
         found = []
-        if not ALIAS_PATTERN.match(self.alias):
+        if not ALIAS_PATTERN.fullmatch(self.alias):
             found.append(f"--alias: {self.alias!r} is not an alias: use 1-64 letters, digits, '.', '_', '-' "
                          "(starting with a letter or digit)")
         for model in self.models or ():
-            if not MODEL_PATTERN.match(model):
+            if not MODEL_PATTERN.fullmatch(model):
                 found.append(f"--models: {model!r} is not a model name")
         if self.models is not None and not self.models:
             found.append("--models: give at least one model name, or leave --models out for every model")
@@ -102,7 +102,7 @@ def find(conn: psycopg.Connection, ident: str) -> KeyRecord:
     if by_prefix:
         return by_prefix[0]
     if not found:
-        shown = ident if ALIAS_PATTERN.match(ident) else repr(ident)
+        shown = ident if ALIAS_PATTERN.fullmatch(ident) else repr(ident)
         raise ConfgenError.one(f"key {shown}", "no key has this alias or prefix",
                                "`confgen keys list` shows aliases and prefixes")
     return found[0]

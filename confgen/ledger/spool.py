@@ -35,6 +35,7 @@ class Spool:
         self._own_path: Path | None = None
         self.spooled = 0
         self.replayed = 0
+        self.own_rows = 0  # rows in this process's file, not replayed yet
         self._others_checked = 0.0
 
     def append(self, rows: list[UsageRow]) -> None:
@@ -48,12 +49,15 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
             self.spooled += len(rows)
+            self.own_rows += len(rows)
 
     def _open_own(self) -> IO[bytes]:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
         tmp = self.folder / f".{name}.tmp"
-        handle = open(tmp, "xb")  # noqa: SIM115 - kept open (and locked) while this process spools
+        # O_APPEND: writes go to the end even after a replay read the file from the start.
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_APPEND, 0o600)
+        handle = os.fdopen(fd, "a+b")  # kept open (and locked) while this process spools
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         final = self.folder / f"{name}.jsonl"
         tmp.rename(final)  # visible to others only once locked
@@ -86,6 +90,7 @@ class Spool:
                     total += self._replay_file(path, self._own, insert)
                     self._own.close()
                     self._own, self._own_path = None, None
+                    self.own_rows = 0
                     continue
                 try:
                     handle = open(path, "rb")  # noqa: SIM115 - closed below

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from confgen.gateway import metrics
 from confgen.keys.db import first_line, redact
 from confgen.ledger.row import COLUMNS, SQL_TYPES, UsageRow
 from confgen.ledger.spool import Spool
@@ -62,7 +63,7 @@ class LedgerWriter:
     # -- the request side -------------------------------------------------------------------------
     def put(self, row: UsageRow) -> None:
         if self._closed:
-            self.spool.append([row])  # a late event after close: still durable
+            self._spool([row])  # a late event after close: still durable
             return
         self._queue.put(row)
 
@@ -81,13 +82,13 @@ class LedgerWriter:
             if self._thread.is_alive():
                 # Stuck on a hung database: spool its batch too; if the insert lands after all,
                 # replay skips the duplicates (request_id).
-                self.spool.append(list(self._current))
+                self._spool(list(self._current))
                 self._conn = None
         self._closed = True
         rest = self._drain()
         if rest:
             if self._thread is not None and self._thread.is_alive():
-                self.spool.append(rest)
+                self._spool(rest)
             else:
                 self._cycle(rest)
         self.spool.close()
@@ -102,7 +103,11 @@ class LedgerWriter:
                 self._cycle(batch)
             except Exception:  # the writer must outlive any surprise; rows go to the spool
                 log.exception("usage ledger writer: unexpected error; spooling the batch")
-                self.spool.append(batch)
+                try:
+                    self._spool(batch)
+                except OSError:
+                    log.exception("usage ledger: cannot write the spool in %s: %d rows lost", self.spool.folder,
+                                  len(batch))
             finally:
                 self._current = []
 
@@ -131,20 +136,33 @@ class LedgerWriter:
     def _cycle(self, batch: list[UsageRow]) -> None:
         if batch:
             if self.spool.pending() or not self._ready():
-                self.spool.append(batch)
+                self._spool(batch)
             else:
                 try:
                     self._insert(batch)
                 except psycopg.Error as exc:
                     self._down(exc)
-                    self.spool.append(batch)
+                    self._spool(batch)
         if self.spool.pending() and self._ready():
             try:
-                self.spool.replay(self._insert)
+                replayed = self.spool.replay(self._replay_insert)
             except psycopg.Error as exc:
                 self._down(exc)
+            else:
+                metrics.record_ledger(replayed=replayed)
+                metrics.set_spool_size(self.spool.own_rows)
+
+    def _spool(self, rows: list[UsageRow]) -> None:
+        self.spool.append(rows)
+        metrics.record_ledger(spooled=len(rows))
+        metrics.set_spool_size(self.spool.own_rows)
 
     def _insert(self, rows: list[UsageRow]) -> int:
+        added = self._replay_insert(rows)
+        metrics.record_ledger(written=added)
+        return added
+
+    def _replay_insert(self, rows: list[UsageRow]) -> int:
         if self._conn is None:
             raise psycopg.OperationalError("not connected")
         added = insert_rows(self._conn, rows)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
 from confgen.atomic import write_atomic
 from confgen.catalog import Selection
 from confgen.errors import ConfgenError
+from confgen.load import Project
 from confgen.render import prometheus
 from confgen.runtime.rundir import RunDir
 
 HOST = "127.0.0.1"  # no setting opens it: it shows every model's and key's traffic
 READY_PATH = "/-/ready"
 RETENTION = "7d"
+GRAFANA_SECRET_FILE = "GRAFANA_ADMIN_PASSWORD"  # noqa: S105 - the file's name, not a value
 
 
 def binary(environ: dict[str, str]) -> str:
@@ -39,3 +42,18 @@ def write_config(selection: Selection, run: RunDir) -> Path:
 def argv(exe: str, config: Path, run: RunDir, port: int) -> list[str]:
     return [exe, f"--config.file={config}", f"--storage.tsdb.path={run.path / 'prometheus'}",
             f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address={HOST}:{port}"]
+
+
+def prepare_docker(project: Project, out: Path) -> list[str]:
+    """What docker-compose.monitoring.yml mounts and Docker would otherwise create as root: the data
+    folders (owned by the user who runs this, as the containers are) and Grafana's admin password."""
+    created = []
+    for folder in (out / "prometheus-data", out / "grafana-data"):
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            created.append(str(folder))
+    password = project.secrets_dir / GRAFANA_SECRET_FILE
+    if not password.exists():
+        write_atomic(password, secrets.token_urlsafe(24) + "\n", mode=0o600)
+        created.append(f"{project.rel(password)} (mode 0600)")
+    return created

@@ -20,7 +20,7 @@ from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
-from confgen.runtime import docker, install, monitoring, ports, secret_files
+from confgen.runtime import datastores, docker, install, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
 from confgen.runtime.rundir import Proc, RunDir, State, alive
 from confgen.schema import Settings
@@ -82,7 +82,8 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         # need vLLM to start, so their start-up times overlap.
         write_all(selection, run.generated)
         wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ)
-        wait_gateway = _start_gateway(run, state, environ=environ, secrets=secrets, settings=settings)
+        stores = datastores.prepare(settings, run)
+        wait_gateway = _start_gateway(run, state, environ={**environ, **stores}, secrets=secrets, settings=settings)
         wait_prometheus = _start_prometheus(selection, run, state, prometheus_exe) if prometheus_exe else None
         wait_vllm(deadline_s)
         wait_gateway(deadline_s)

@@ -65,7 +65,7 @@ def parse_request(kind: Kind, doc: dict[str, Any], config: SimConfig) -> SimRequ
         prompt = "\n".join(message_text(m) for m in messages)
         max_tokens = _max_tokens(doc, "max_completion_tokens", "max_tokens")
         tool_names = [t.get("function", {}).get("name") for t in _tools(doc)]
-        last_user = message_text(messages[-1]) if messages[-1].get("role") == "user" else None
+        last_user = _last_user_text(messages)
     elif kind == "completion":
         given_tokens, prompt = _completion_prompt(doc.get("prompt"))
         max_tokens = _max_tokens(doc, "max_tokens")
@@ -80,8 +80,7 @@ def parse_request(kind: Kind, doc: dict[str, Any], config: SimConfig) -> SimRequ
         prompt = "\n".join(head + [message_text(i) for i in items])
         max_tokens = _max_tokens(doc, "max_output_tokens")
         tool_names = [t.get("name") for t in _tools(doc)]
-        last = items[-1]
-        last_user = message_text(last) if last.get("role") == "user" else None
+        last_user = _last_user_text(items)
     prompt_tokens = given_tokens or count_tokens(prompt)
     _check_length(prompt_tokens, max_tokens, config.max_model_len)
     stream = doc.get("stream") is True
@@ -106,6 +105,16 @@ def message_text(message: dict[str, Any]) -> str:
     if isinstance(message.get("arguments"), str):
         parts.append(message["arguments"])
     return "\n".join(parts)
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the last turn when it is the user's. Trailing system/developer messages are context,
+    not a turn: Claude Code ends its requests with a system message that holds its environment."""
+    for message in reversed(messages):
+        if message.get("role") in ("system", "developer"):
+            continue
+        return message_text(message) if message.get("role") == "user" else None
+    return None
 
 
 def _model(doc: dict[str, Any], config: SimConfig) -> str:

@@ -128,7 +128,8 @@ def test_a_model_too_big_in_bf16_is_told_to_use_the_fp8_repo() -> None:
 def test_shares_fill_the_ceiling_without_passing_it() -> None:
     filled = catalog_plan("gpt-oss-120b", "gpt-oss-20b", "qwen2.5-1.5b-instruct")
     bare = catalog_plan("gpt-oss-120b", "gpt-oss-20b", "qwen2.5-1.5b-instruct", fill=False)
-    assert filled.fits and bare.fits
+    assert filled.fits
+    assert bare.fits
     assert [m.gpu_memory_utilization for m in bare.models] == [m.needed_share for m in bare.models]
     assert bare.share_sum < filled.share_sum <= 0.85
     assert filled.shares == {m.name: m.gpu_memory_utilization for m in filled.models}

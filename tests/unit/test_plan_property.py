@@ -25,6 +25,9 @@ def archs(draw: st.DrawFn) -> Arch:
                                         window=st.integers(1, 4096)))
     if window is not None and with_kv + window.layers > layers:
         window = None
+    state = draw(st.none() | st.floats(0.1, 200))
+    if with_kv == 0 and window is None and state is None:
+        with_kv = 1
     mla = draw(st.booleans())
     return Arch(
         layers=layers, layers_with_kv=with_kv,
@@ -32,7 +35,7 @@ def archs(draw: st.DrawFn) -> Arch:
         head_dim=None if mla else draw(st.sampled_from([64, 80, 128, 256])),
         mla_latent_dim=draw(st.integers(64, 1024)) if mla else None,
         sliding_window=window,
-        state_mb_per_seq=draw(st.none() | st.floats(0.1, 200)),
+        state_mb_per_seq=state,
         native_context=draw(st.integers(512, 1 << 20)),
     )
 
@@ -58,10 +61,10 @@ counts = st.integers(1, 512)
 
 
 @BOUNDED
-@given(model_lists, gpus, contexts, contexts, counts, counts)
-def test_more_context_or_concurrency_never_needs_less(models: tuple[ModelSpec, ...], gpu: Gpu, c1: int, c2: int,
-                                                      n1: int, n2: int) -> None:
-    (c_lo, c_hi), (n_lo, n_hi) = sorted((c1, c2)), sorted((n1, n2))
+@given(model_lists, gpus, st.tuples(contexts, contexts).map(sorted), st.tuples(counts, counts).map(sorted))
+def test_more_context_or_concurrency_never_needs_less(models: tuple[ModelSpec, ...], gpu: Gpu,
+                                                      context_range: list[int], count_range: list[int]) -> None:
+    (c_lo, c_hi), (n_lo, n_hi) = context_range, count_range
     low = plan(models, gpu, c_lo, n_lo)
     for high in (plan(models, gpu, c_hi, n_lo), plan(models, gpu, c_lo, n_hi), plan(models, gpu, c_hi, n_hi)):
         assert high.total_gb >= low.total_gb - 1e-9

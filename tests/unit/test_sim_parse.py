@@ -129,6 +129,17 @@ def test_trigger_only_when_the_last_message_is_the_users() -> None:
     assert parse_request("chat", doc, CONFIG).tool_call is None
 
 
+def test_trailing_system_messages_do_not_hide_the_users_trigger() -> None:
+    # Claude Code ends each request with a system message (its environment) after the user's turn.
+    doc = chat("call tool ls", tools=TOOLS)
+    doc["messages"].append({"role": "system", "content": "# Environment"})
+    assert parse_request("chat", doc, CONFIG).tool_call == ToolCall("ls", "{}")
+    items = [{"role": "user", "content": "call tool ls"}, {"role": "developer", "content": "be brief"}]
+    req = parse_request("responses", {"model": "a", "input": items, "tools": [{"type": "function", "name": "ls"}]},
+                        CONFIG)
+    assert req.tool_call == ToolCall("ls", "{}")
+
+
 def test_tool_choice_names_the_function() -> None:
     doc = chat('weather {"city": "Oslo"}', tools=TOOLS,
                tool_choice={"type": "function", "function": {"name": "get_weather"}})
