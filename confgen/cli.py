@@ -13,17 +13,21 @@ import click
 
 from confgen.commands import (
     check,
+    client,
     command,
     compose,
     exec_gateway,
     exec_vllm,
     health,
+    k8s,
     keys,
+    launch,
     listing,
     nginx,
     plan,
     prometheus,
     render,
+    routes,
     stack,
     usage,
 )
@@ -67,7 +71,8 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
                  nginx.command, plan.command, prometheus.command, compose.command, exec_gateway.command,
-                 health.command, keys.command, usage.command, *stack.commands):
+                 health.command, keys.command, usage.command, k8s.command, routes.command, client.command,
+                 launch.command, *stack.commands):
     cli.add_command(_command)
 
 

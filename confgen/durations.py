@@ -22,7 +22,7 @@ def parse_duration(text: str) -> int:
 
 def format_duration(seconds: int) -> str:
     """The largest whole unit: 2592000 -> `30d`, 90 -> `90s`."""
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):  # days rather than weeks: people write 30d and 7d
         size = UNITS[unit]
         if seconds % size == 0:
             return f"{seconds // size}{unit}"

@@ -10,7 +10,8 @@
 
 `running_sim` refuses a port already in use, waits (at most `ready_timeout` seconds) until `/health`
 answers at all (200, or 503 while a `--slow-start-s` runs), and on exit sends SIGTERM (then SIGKILL after
-5 s). Flags are the simulator's own (`python -m confgen.sim --help`); `--host` is always 127.0.0.1.
+5 s). Flags are the simulator's own (`python -m confgen.sim --help`); `host` is 127.0.0.1 unless given (another
+loopback address such as 127.0.0.2 stands for another machine).
 Pass `env={"VLLM_API_KEY": ...}` to set the key through the environment. The simulator's output goes to
 `sim.log` (a file in a temporary folder), shown in the error when it does not start.
 """
@@ -39,10 +40,11 @@ class SimProc:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Change faults at run time (error_rate, error_status, hang, slow_start_s, drop_after_chunks)."""
@@ -59,23 +61,23 @@ class SimProc:
         httpx.post(f"{self.url}/sim/stats/reset", timeout=5).raise_for_status()
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+        return probe.connect_ex((host, port)) != 0
 
 
 @contextmanager
 def running_sim(port: int, *args: str, env: dict[str, str] | None = None,
-                ready_timeout: float = 20.0) -> Iterator[SimProc]:
-    if not port_is_free(port):
-        raise RuntimeError(f"port {port} on 127.0.0.1 is already in use; pick another for the simulator")
+                ready_timeout: float = 20.0, host: str = "127.0.0.1") -> Iterator[SimProc]:
+    if not port_is_free(port, host):
+        raise RuntimeError(f"port {port} on {host} is already in use; pick another for the simulator")
     folder = Path(tempfile.mkdtemp(prefix=f"sim-{port}-"))
     log = folder / "sim.log"
-    argv = [sys.executable, "-m", "confgen.sim", "--host", "127.0.0.1", "--port", str(port), *args]
+    argv = [sys.executable, "-m", "confgen.sim", "--host", host, "--port", str(port), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env={**os.environ, **(env or {})})
-    sim = SimProc(port, process, log)
+    sim = SimProc(port, process, log, host)
     try:
         _wait_ready(sim, ready_timeout)
         yield sim

@@ -18,11 +18,15 @@ from confgen.runtime.gateway_exec import exec_gateway, prepare
 @click.option("--secrets", "secrets_dir", envvar="CONFGEN_SECRETS", type=click.Path(path_type=Path, file_okay=False),
               default=Path("/run/secrets"), show_default="$CONFGEN_SECRETS or /run/secrets",
               help="Folder of secret files (LITELLM_MASTER_KEY, VLLM_API_KEY, optional POSTGRES_PASSWORD).")
+@click.option("--state", "state_dir", envvar="CONFGEN_STATE", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("/app/state"), show_default="$CONFGEN_STATE or /app/state",
+              help="Persistent folder for the ledger's spool and the key snapshot (a volume).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=120, show_default=True,
               help="Seconds to wait for the config to appear.")
 @click.pass_context
-def command(ctx: click.Context, config: Path, secrets_dir: Path, wait_s: float) -> int:
-    """Wait for the rendered config, load secrets from files, then replace this process with LiteLLM."""
-    launch = prepare(project_from(ctx), config, secrets_dir, dict(os.environ), wait_s)
+def command(ctx: click.Context, *, config: Path, secrets_dir: Path, state_dir: Path, wait_s: float) -> int:
+    """Wait for the rendered config, load secrets from files, prepare the database (migrations), then
+    replace this process with LiteLLM."""
+    launch = prepare(project_from(ctx), config, secrets_dir, dict(os.environ), wait_s=wait_s, state_dir=state_dir)
     exec_gateway(launch, config.parent)
     return 0  # not reached: exec replaced the process

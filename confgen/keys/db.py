@@ -20,12 +20,14 @@ FIX = "start PostgreSQL, or point DATABASE_URL (vars.env or the environment) at 
 def redact(url: str) -> str:
     """The URL as it may be shown: the password replaced by ***."""
     if "://" in url:
-        parts = urlsplit(url)
-        if parts.password is not None:
+        try:
+            parts = urlsplit(url)
+            if parts.password is None:
+                return url
             host = parts.netloc.rsplit("@", 1)[1]
-            user = parts.username or ""
-            return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-        return url
+            return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+        except ValueError:  # not even a URL: hide whatever sits between "user:" and "@"
+            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", url)
 
 

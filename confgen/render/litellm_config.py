@@ -9,6 +9,7 @@ import yaml
 
 from confgen.catalog import Selection
 from confgen.errors import ConfgenError
+from confgen.routing.plan import RoutePlan, plan_routes
 
 
 def _environment() -> jinja2.Environment:
@@ -30,20 +31,22 @@ def _tojson(value: object) -> str:
         raise jinja2.TemplateRuntimeError(f"tojson cannot write this value: {exc}") from None
 
 
-def render(selection: Selection) -> dict[str, str]:
+def render(selection: Selection, routes: RoutePlan | None = None) -> dict[str, str]:
+    """`routes`: a routing plan other than the project's deployments.yml (confgen k8s: one Service per model)."""
     where = selection.project.rel(selection.project.template)
     try:
         source = selection.project.template.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfgenError.one(where, f"cannot read the template: {exc}", "restore it from git") from None
+    routes = routes or plan_routes(selection)  # deployments.yml, validated against the catalog
     try:
         template = _environment().from_string(source)
-        text = template.render(models=selection.models, settings=selection.gvars.settings)
+        text = template.render(models=selection.models, settings=selection.gvars.settings, routing=routes)
     except jinja2.TemplateSyntaxError as exc:
         raise ConfgenError.one(f"{where}: line {exc.lineno}", f"template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise ConfgenError.one(where, f"template uses an unknown value: {exc.message}",
-                               "use models[i].<field> or settings.<NAME>") from None
+                               "use models[i].<field>, settings.<NAME> or routing.<field>") from None
     except jinja2.TemplateError as exc:
         raise ConfgenError.one(where, f"template error: {exc.message}",
                                "pass plain values (strings, numbers) through tojson") from None

@@ -9,6 +9,7 @@ never written here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,15 +65,16 @@ def _gateway_job(selection: Selection, secrets: Path, docker: bool) -> dict[str,
         # /metrics is behind the gateway's auth; only the master key reads it (README: Monitoring).
         "authorization": _bearer(secrets, "LITELLM_MASTER_KEY"),
         "static_configs": [{"targets": [f"{host}:{settings.LITELLM_PORT}"]}],
-        "metric_relabel_configs": _gateway_model_label(),
+        "metric_relabel_configs": _gateway_model_label([m.served_name for m in selection.models]),
     }
 
 
-def _gateway_model_label() -> list[dict[str, Any]]:
+def _gateway_model_label(served: list[str]) -> list[dict[str, Any]]:
     """LiteLLM names the model in `model`, `model_group`, `requested_model` or `litellm_model_name`,
     depending on the metric: copy the first that is set into `model`, so every series of one served
     model carries the same `model`. LiteLLM writes "None" for a value it does not know: that is no
-    model (an empty label is no label).
+    model (an empty label is no label). A name that is not a served model (a client's typo) becomes
+    "other", as LiteLLM does on most metrics: clients must not create series at will.
     """
 
     def unset_none() -> dict[str, Any]:
@@ -83,6 +85,13 @@ def _gateway_model_label() -> list[dict[str, Any]]:
         rules.append({"source_labels": ["model", source], "separator": ";", "regex": ";(.+)",
                       "target_label": "model", "replacement": "$1"})
         rules.append(unset_none())
+    known = "|".join(re.escape(name) for name in served)
+    rules += [
+        {"source_labels": ["model"], "regex": ".+", "target_label": "__tmp_model", "replacement": "other"},
+        {"source_labels": ["model"], "regex": f"({known})", "target_label": "__tmp_model", "replacement": "$1"},
+        {"source_labels": ["__tmp_model"], "regex": "(.+)", "target_label": "model", "replacement": "$1"},
+        {"regex": "__tmp_model", "action": "labeldrop"},
+    ]
     return rules
 
 

@@ -131,7 +131,7 @@ def health_of(container: dict[str, Any]) -> str:
 def _failed(container: dict[str, Any]) -> str | None:
     state = container.get("State", {})
     if container.get("RestartCount", 0) or state.get("Restarting"):
-        return f"restarted after exiting with code {state.get('ExitCode')}"
+        return "exited during start-up and is being restarted"
     if state.get("Status") in {"exited", "dead"}:
         return f"exited with code {state.get('ExitCode')}"
     if state.get("Health", {}).get("Status") == "unhealthy":

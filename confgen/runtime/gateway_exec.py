@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confgen.errors import ConfgenError, LaunchError
+from confgen.gateway.config import ENV
 from confgen.load import Project, load_vars
-from confgen.runtime import ports, secret_files
+from confgen.runtime import datastores, ports, secret_files
+from confgen.runtime.rundir import RunDir
 
 REQUIRED = ("LITELLM_MASTER_KEY", "VLLM_API_KEY")
 # Optional: the PostgreSQL password of the usage ledger; libpq (psycopg) reads PGPASSWORD itself, so
@@ -53,15 +55,30 @@ def read_secret_files(folder: Path) -> dict[str, str]:
     return env
 
 
+def store_settings(environ: dict[str, str]) -> dict[str, str]:
+    """The compose file names the stores as the gateway reads them (CONFGEN_DATABASE_URL, ...), never as
+    DATABASE_URL; the settings that datastores.prepare takes use the vars.env names."""
+    env = dict(environ)
+    for setting, var in (("DATABASE_URL", ENV["database_url"]), ("REDIS_URL", ENV["redis_url"])):
+        if environ.get(var):
+            env[setting] = environ[var]
+    return env
+
+
 def prepare(project: Project, config: Path, secrets_dir: Path, environ: dict[str, str],
-            wait_s: float) -> GatewayLaunch:
-    settings = load_vars(project, environ).settings
+            *, wait_s: float, state_dir: Path) -> GatewayLaunch:
+    settings = load_vars(project, store_settings(environ)).settings
     secrets = read_secret_files(secrets_dir)
     wait_for_config(config, wait_s)
+    if "PGPASSWORD" in secrets:
+        os.environ["PGPASSWORD"] = secrets["PGPASSWORD"]  # libpq reads it: the migrations below connect
+    # Database created and migrated, Redis checked (never fatal: the gateway degrades and says so);
+    # the ledger's spool and the key snapshot live in the state volume, so restarts lose no rows.
+    stores = datastores.prepare(settings, RunDir(state_dir))
     host, port = settings.LITELLM_HOST, settings.LITELLM_PORT
     # LiteLLM silently moves to a random port when its own is taken (FINDINGS).
     ports.ensure_free(host, port, "gateway", "LITELLM_PORT")
-    env = {**environ, **secrets, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    env = {**environ, **secrets, **stores, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)  # with it set and Prisma missing, the proxy exits (FINDINGS)
     if settings.LITELLM_NUM_WORKERS > 1 and "PROMETHEUS_MULTIPROC_DIR" not in env:
         metrics = Path(env.get("TMPDIR", "/tmp")) / "prometheus-multiproc"  # noqa: S108 - the container's own /tmp

@@ -17,9 +17,10 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from confgen.catalog import Selection, select
 from confgen.errors import ConfgenError, LaunchError
-from confgen.load import Project
+from confgen.load import Project, read_secrets
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
+from confgen.routing import status as routes_status
 from confgen.runtime import datastores, docker, install, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
 from confgen.runtime.rundir import Proc, RunDir, State, alive
@@ -168,19 +169,26 @@ def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedM
                                            deadline_s)
 
 
-def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secrets: dict[str, str],
-                   settings: Settings) -> Callable[[float], None]:
-    """Spawn the LiteLLM proxy on the rendered config; return the wait for its health."""
-    host, port, workers = settings.LITELLM_HOST, settings.LITELLM_PORT, settings.LITELLM_NUM_WORKERS
-    log = run.logs / "litellm.log"
+def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, str],
+                   settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The LiteLLM proxy's argv and environment (also used by scripts/bench_gateway.py)."""
     litellm = Path(sys.executable).parent / "litellm"
     env = {**environ, **secrets, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)  # with it set and Prisma missing, the proxy exits (FINDINGS)
     # Every worker writes its metric samples here; a /metrics scrape sums them (LiteLLM wipes it at start).
     env["PROMETHEUS_MULTIPROC_DIR"] = str(monitoring.multiproc_dir(run))
     monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
-    argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", host, "--port", str(port),
-            "--num_workers", str(workers)]
+    argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", settings.LITELLM_HOST,
+            "--port", str(settings.LITELLM_PORT), "--num_workers", str(settings.LITELLM_NUM_WORKERS)]
+    return argv, env
+
+
+def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secrets: dict[str, str],
+                   settings: Settings) -> Callable[[float], None]:
+    """Spawn the LiteLLM proxy on the rendered config; return the wait for its health."""
+    host, port = settings.LITELLM_HOST, settings.LITELLM_PORT
+    log = run.logs / "litellm.log"
+    argv, env = gateway_launch(run, environ=environ, secrets=secrets, settings=settings)
     click.echo(f"starting the LiteLLM gateway on {host}:{port} (log: {log})")
     proc = _spawn(argv, env, log, run.generated)
     url = f"http://{_reach(host)}:{port}"
@@ -335,6 +343,10 @@ def status(project: Project, environ: dict[str, str]) -> int:
         healthy &= ok
         label = "healthy" if ok else ("running, not healthy" if up_ else "exited")
         click.echo(f"  {proc.name:10} pid {proc.pid:<8} {label:22} {proc.url}  log: {proc.log}")
+        if proc.name == "litellm" and ok:  # each replica the gateway routes to (README: Several replicas)
+            routes_ok, lines = routes_status.summary(proc.url, read_secrets(project).get("LITELLM_MASTER_KEY"))
+            healthy &= routes_ok
+            click.echo("\n".join(lines))
     return 0 if healthy else 3
 
 

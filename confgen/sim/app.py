@@ -72,6 +72,7 @@ class SimApp:
         arrival = time.monotonic()
         stats = self.engine.stats
         stats.requests += 1
+        stats.by_kind[kind] += 1
         stats.in_flight += 1
         try:
             body = await asgi.read_body(receive)

@@ -27,6 +27,7 @@ class Stats:
 
     requests: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)  # chat, completion, responses: which API was called
     in_flight: int = 0
     hung: int = 0
     dropped: int = 0
@@ -39,7 +40,8 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-                "in_flight": self.in_flight, "hung": self.hung, "dropped": self.dropped, "aborted": self.aborted}
+                "by_kind": dict(sorted(self.by_kind.items())), "in_flight": self.in_flight, "hung": self.hung,
+                "dropped": self.dropped, "aborted": self.aborted}
 
 
 class Engine:

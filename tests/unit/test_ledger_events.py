@@ -36,7 +36,8 @@ def test_success_row() -> None:
         "rid-1", "call-1", "abcdefghijkl", "team-a", "m")
     assert (row.status, row.prompt_tokens, row.completion_tokens, row.error_class, row.reason) == (200, 5, 7, None,
                                                                                                   None)
-    assert row.latency_ms is not None and abs(row.latency_ms - 250) < 0.01
+    assert row.latency_ms is not None
+    assert abs(row.latency_ms - 250) < 0.01
     assert row.ttft_ms is None  # not streamed
     assert row.stream is False
     assert row.deployment == "http://127.0.0.1:8000/v1/chat/completions"
@@ -47,7 +48,8 @@ def test_success_row() -> None:
 def test_streamed_row_has_ttft() -> None:
     row = build_row(payload(stream=True), None, True, "h")
     assert row.stream is True
-    assert row.ttft_ms is not None and abs(row.ttft_ms - 50) < 0.01
+    assert row.ttft_ms is not None
+    assert abs(row.ttft_ms - 50) < 0.01
 
 
 def test_backend_failure_row() -> None:

@@ -23,6 +23,10 @@ GATEWAY_RELABEL = [
          "replacement": "$1"},
         {"source_labels": ["model"], "regex": "None", "target_label": "model", "replacement": ""},
     )],
+    {"source_labels": ["model"], "regex": ".+", "target_label": "__tmp_model", "replacement": "other"},
+    {"source_labels": ["model"], "regex": r"(tiny\-cpu)", "target_label": "__tmp_model", "replacement": "$1"},
+    {"source_labels": ["__tmp_model"], "regex": "(.+)", "target_label": "model", "replacement": "$1"},
+    {"regex": "__tmp_model", "action": "labeldrop"},
 ]
 
 
@@ -165,3 +169,18 @@ def test_cli_unknown_model(run_cli: Callable[..., Result], tmp_path: Path) -> No
     assert result.exit_code == 1
     assert result.stderr == "error: --model: unknown model 'nope' (known models: tiny-cpu)\n"
     assert not out.exists()
+
+
+def test_only_served_models_keep_their_name_on_gateway_series(
+    project: Project, write_model: WriteModel, tiny_doc: dict[str, Any]
+) -> None:
+    tiny_doc["serve"] = {"port": 8001, "served_name": "qwen2.5-1.5b"}
+    write_model("b-model", tiny_doc)
+    rules = jobs(rendered(project, "tiny-cpu", "b-model"))["gateway"]["metric_relabel_configs"]
+    known = next(r for r in rules if r.get("replacement") == "$1" and r.get("target_label") == "__tmp_model")
+
+    def model_label(name: str) -> str:
+        return name if re.fullmatch(known["regex"], name) else "other"
+
+    assert [model_label(n) for n in ("tiny-cpu", "qwen2.5-1.5b", "qwen2x5-1.5b", "no-such-model", "tiny-cpu2")] == [
+        "tiny-cpu", "qwen2.5-1.5b", "other", "other", "other"]

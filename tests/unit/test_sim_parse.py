@@ -134,6 +134,12 @@ def test_trailing_system_messages_do_not_hide_the_users_trigger() -> None:
     doc = chat("call tool ls", tools=TOOLS)
     doc["messages"].append({"role": "system", "content": "# Environment"})
     assert parse_request("chat", doc, CONFIG).tool_call == ToolCall("ls", "{}")
+    # ... which LiteLLM's /v1/messages translation turns into a second user message.
+    doc["messages"][-1] = {"role": "user", "content": "Operator note: # Environment"}
+    assert parse_request("chat", doc, CONFIG).tool_call == ToolCall("ls", "{}")
+    # System text is not the user's: a trigger there does not count.
+    assert parse_request("chat", {"model": "a", "tools": TOOLS, "messages": [
+        {"role": "system", "content": "call tool ls"}, {"role": "user", "content": "hi"}]}, CONFIG).tool_call is None
     items = [{"role": "user", "content": "call tool ls"}, {"role": "developer", "content": "be brief"}]
     req = parse_request("responses", {"model": "a", "input": items, "tools": [{"type": "function", "name": "ls"}]},
                         CONFIG)

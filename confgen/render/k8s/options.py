@@ -18,6 +18,7 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # An image tag (Docker's grammar).
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SIZE = re.compile(r"^[1-9][0-9]*(Ki|Mi|Gi|Ti)$")
 
 
 def default_tag() -> str:
@@ -80,6 +81,8 @@ class K8sOptions:
                              "use a version such as 0.1.0 (never latest)"))
         if self.host is not None and not _SUBDOMAIN.match(self.host):
             problems.append(("--host", f"{self.host!r} is not a DNS name", "e.g. llm.example.com"))
+        if not _SIZE.match(self.shm_size):
+            problems.append(("--shm-size", f"{self.shm_size!r} is not a size", "e.g. 16Gi (Ki, Mi, Gi or Ti)"))
         if self.model_paths and self.edge != "gateway-api":
             problems.append(("--model-paths", "per-model paths rewrite /<model>/v1/... to the gateway's "
                              "/openai/deployments/<name>/...; an Ingress cannot rewrite paths without "

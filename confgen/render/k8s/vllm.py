@@ -88,7 +88,8 @@ def objects(selection: Selection, m: ResolvedModel, options: K8sOptions) -> list
     config = {**meta.obj("v1", "ConfigMap", f"{service}-config", ns, labels), "data": data}
     replicas = options.replicas_of(m.name)
     docs = [config, _pvc(m, service, labels, options, replicas),
-            _deployment(m, service, labels, options, replicas, meta.config_hash(data)), _service(m, service, labels, ns)]
+            _deployment(m, service, labels, options, digest=meta.config_hash(data)),
+            _service(m, service, labels, ns)]
     if replicas > 1:
         docs.append(_pdb(service, labels, ns))
     return docs
@@ -103,8 +104,7 @@ def _pvc(m: ResolvedModel, service: str, labels: dict[str, str], options: K8sOpt
     return {**meta.obj("v1", "PersistentVolumeClaim", f"{service}-cache", options.namespace, labels), "spec": spec}
 
 
-def _deployment(m: ResolvedModel, service: str, labels: dict[str, str], options: K8sOptions, replicas: int,
-                digest: str) -> Obj:
+def _deployment(m: ResolvedModel, service: str, labels: dict[str, str], options: K8sOptions, *, digest: str) -> Obj:
     gpu = m.info.device == "gpu"
     # A rolling update starts the new pod before the old one stops: it needs spare GPUs, which a full
     # GPU node does not have. Recreate frees them first.
@@ -126,7 +126,7 @@ def _deployment(m: ResolvedModel, service: str, labels: dict[str, str], options:
         pod["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     spec: Obj = {
-        "replicas": replicas,
+        "replicas": options.replicas_of(m.name),
         "revisionHistoryLimit": 3,
         "progressDeadlineSeconds": max(1200, startup * PERIOD_S + 300),
         "strategy": strategy,
@@ -134,7 +134,8 @@ def _deployment(m: ResolvedModel, service: str, labels: dict[str, str], options:
         "template": {"metadata": {"labels": labels, "annotations": {meta.CONFIG_HASH: digest}}, "spec": pod},
     }
     annotations = {"confgen/model": m.name}
-    return {**meta.obj("apps/v1", "Deployment", service, options.namespace, labels, annotations), "spec": spec}
+    return {**meta.obj("apps/v1", "Deployment", service, options.namespace, labels, annotations=annotations),
+            "spec": spec}
 
 
 def _container(m: ResolvedModel, service: str, options: K8sOptions, startup: int) -> Obj:
@@ -146,7 +147,7 @@ def _container(m: ResolvedModel, service: str, options: K8sOptions, startup: int
         {"name": "catalog", "mountPath": "/etc/confgen", "readOnly": True},
         {"name": "generated", "mountPath": GENERATED},
         {"name": "cache", "mountPath": CACHE},
-        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - vLLM's shared memory, a memory emptyDir
     ]
     folder = local_path(m)
     if folder:
@@ -164,9 +165,9 @@ def _container(m: ResolvedModel, service: str, options: K8sOptions, startup: int
         "resources": _resources(m),
         # vLLM's /health needs no key. Liveness starts only after the startup probe passed, so it never
         # kills a model that is still downloading or loading.
-        "startupProbe": meta.http_probe("/health", "http", PERIOD_S, startup),
-        "readinessProbe": meta.http_probe("/health", "http", 5, 3),
-        "livenessProbe": meta.http_probe("/health", "http", 15, 4, timeout=10),
+        "startupProbe": meta.http_probe("/health", PERIOD_S, startup),
+        "readinessProbe": meta.http_probe("/health", 5, 3),
+        "livenessProbe": meta.http_probe("/health", 15, 4, timeout=10),
         "volumeMounts": mounts,
         "securityContext": meta.container_security(),
     }

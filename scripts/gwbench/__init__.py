@@ -1,0 +1,1 @@
+"""Parts of scripts/bench_gateway.py: paths under test, load generators, process accounting, report."""

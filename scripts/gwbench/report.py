@@ -1,0 +1,167 @@
+"""The gateway benchmark's figures: medians over rounds with their spread, the goals, a markdown section
+and a PNG plot."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Run = dict[str, float]
+SECTION = "## Gateway overhead: direct, nginx hop, bare LiteLLM, our stack"
+BASELINE, OURS, OURS2 = "bare LiteLLM", "our stack", "our stack, 2 workers"
+
+
+@dataclass
+class Results:
+    """results[route][measure] = one entry per round (ttft: the samples of that round)."""
+
+    routes: list[str]
+    latency_routes: list[str]
+    runs: dict[str, dict[str, list[Run]]] = field(default_factory=dict)
+    ttft: dict[str, list[list[float]]] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+
+    def add(self, route: str, measure: str, run: Run) -> None:
+        self.runs.setdefault(route, {}).setdefault(measure, []).append(run)
+
+    def values(self, route: str, measure: str, key: str) -> list[float]:
+        return [r[key] for r in self.runs.get(route, {}).get(measure, [])]
+
+    def med(self, route: str, measure: str, key: str) -> float:
+        vals = self.values(route, measure, key)
+        return statistics.median(vals) if vals else math.nan
+
+    def added(self, route: str, measure: str, key: str, base: str = "direct") -> float:
+        """Median over rounds of (route - base) in the same round."""
+        pairs = zip(self.values(route, measure, key), self.values(base, measure, key), strict=False)
+        diffs = [a - b for a, b in pairs]
+        return statistics.median(diffs) if diffs else math.nan
+
+    def ttft_round_medians(self, route: str) -> list[float]:
+        return [statistics.median(samples) for samples in self.ttft.get(route, []) if samples]
+
+    def ttft_added(self, route: str) -> float:
+        pairs = zip(self.ttft_round_medians(route), self.ttft_round_medians("direct"), strict=False)
+        diffs = [a - b for a, b in pairs]
+        return statistics.median(diffs) if diffs else math.nan
+
+    def ttft_p90(self, route: str) -> float:
+        pooled = [x for samples in self.ttft.get(route, []) for x in samples]
+        return statistics.quantiles(pooled, n=10)[-1] if len(pooled) >= 2 else math.nan
+
+    def errors(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for route, measures in self.runs.items():
+            total = sum(run.get("errors", 0.0) for runs in measures.values() for run in runs)
+            if total:
+                found[route] = total
+        return found
+
+
+def spread(vals: Sequence[float], fmt: Callable[[float], str]) -> str:
+    if not vals:
+        return "-"
+    mid = fmt(statistics.median(vals))
+    return mid if len(vals) == 1 else f"{mid} ({fmt(min(vals))}-{fmt(max(vals))})"
+
+
+def _f(digits: int) -> Callable[[float], str]:
+    return lambda x: "-" if math.isnan(x) else f"{x:,.{digits}f}"
+
+
+def goals(res: Results) -> list[tuple[str, str, str, bool | None]]:
+    """(goal, target, measured, met) for the issue's three goals."""
+    cpu_ratio = res.med(OURS, "c32", "cpu_ms") / res.med(BASELINE, "c32", "cpu_ms")
+    chunk = res.med(OURS, "relay", "cpu_per_chunk_ms")
+    scale = res.med(OURS2, "c32", "rps") / res.med(OURS, "c32", "rps")
+
+    def met(ok: bool) -> bool | None:
+        return None if math.isnan(cpu_ratio + chunk + scale) else ok
+
+    return [
+        ("CPU per request, our stack / bare LiteLLM (c=32)", "<= 1.0 (stretch 0.5)", f"{cpu_ratio:.2f}",
+         met(cpu_ratio <= 1.0)),
+        ("CPU per streamed chunk, our stack", "<= 0.2 ms", f"{chunk:.3f} ms", met(chunk <= 0.2)),
+        ("requests/s at c=32, our stack 2 workers / 1 worker", ">= 1.8", f"{scale:.2f}", met(scale >= 1.8)),
+    ]
+
+
+def tables(res: Results, connections: int, streams: int) -> str:
+    ms1, ms2, n0 = _f(1), _f(2), _f(0)
+    lat = ["| path | c=1 p50 / p99 (ms) | added p50 / p99 (ms) | TTFT p50 / p90 (ms) | added TTFT p50 (ms) |",
+           "|---|---|---|---|---|"]
+    for route in res.latency_routes:
+        base = route == "direct"
+        ttfts = res.ttft_round_medians(route)
+        lat.append(
+            f"| {route} | {ms2(res.med(route, 'c1', 'p50_ms'))} / {ms2(res.med(route, 'c1', 'p99_ms'))} | "
+            + ("-" if base else f"{res.added(route, 'c1', 'p50_ms'):+.2f} / {res.added(route, 'c1', 'p99_ms'):+.2f}")
+            + f" | {ms2(statistics.median(ttfts) if ttfts else math.nan)} / {ms2(res.ttft_p90(route))} | "
+            + ("-" if base else f"{res.ttft_added(route):+.2f}") + " |")
+    cap = [f"| path | requests/s, c={connections} | p50 / p99 at c={connections} (ms) | gateway CPU per request (ms) | "
+           f"tokens/s, {streams} streams | gateway CPU per chunk (ms) | TTFT under {streams} streams (ms) | "
+           "peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
+    for route in res.routes:
+        base = route == "direct"
+        rss = res.peak_rss.get(route)
+        cap.append(
+            f"| {route} | {spread(res.values(route, 'c32', 'rps'), n0)} | "
+            f"{ms1(res.med(route, 'c32', 'p50_ms'))} / {ms1(res.med(route, 'c32', 'p99_ms'))} | "
+            + ("-" if base else spread(res.values(route, "c32", "cpu_ms"), ms2)) + " | "
+            + spread(res.values(route, "relay", "tokens_per_s"), n0) + " | "
+            + ("-" if base else spread(res.values(route, "relay", "cpu_per_chunk_ms"), _f(3))) + " | "
+            + ms1(res.med(route, "relay", "ttft_load_ms")) + " | "
+            + ("-" if base or rss is None else f"{rss / 2**20:,.0f}") + " |")
+    goal = ["| goal | target | measured | met |", "|---|---|---|---|"]
+    goal += [f"| {g} | {t} | {m} | {'?' if ok is None else ('yes' if ok else 'no')} |" for g, t, m, ok in goals(res)]
+    return "\n".join(lat) + "\n\n" + "\n".join(cap) + "\n\n" + "\n".join(goal)
+
+
+def plot(res: Results, path: Path, connections: int, streams: int, title: str) -> None:
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    names = res.routes
+    gateways = [r for r in names if r != "direct"]
+
+    def bars(ax: object, labels: list[str], *, measure: str, key: str, ylabel: str, heading: str) -> None:
+        meds = [res.med(r, measure, key) for r in labels]
+        lows = [m - min(res.values(r, measure, key), default=m) for r, m in zip(labels, meds, strict=True)]
+        highs = [max(res.values(r, measure, key), default=m) - m for r, m in zip(labels, meds, strict=True)]
+        ax.bar(range(len(labels)), meds, yerr=[lows, highs], capsize=4, color="#4c72b0")  # type: ignore[attr-defined]
+        ax.set_xticks(range(len(labels)), [r.replace(", ", ",\n") for r in labels], fontsize=8)  # type: ignore[attr-defined]
+        ax.set_ylabel(ylabel)  # type: ignore[attr-defined]
+        ax.set_title(heading, fontsize=10)  # type: ignore[attr-defined]
+
+    bars(axes[0][0], names, measure="c32", key="rps", ylabel="requests/s",
+         heading=f"Throughput, non-streaming, c={connections}")
+    bars(axes[0][1], gateways, measure="c32", key="cpu_ms", ylabel="ms of CPU", heading="Gateway CPU per request")
+    bars(axes[1][0], names, measure="relay", key="tokens_per_s", ylabel="tokens/s",
+         heading=f"Streaming relay, {streams} streams")
+    bars(axes[1][1], gateways, measure="relay", key="cpu_per_chunk_ms", ylabel="ms of CPU",
+         heading="Gateway CPU per streamed chunk")
+    axes[1][1].axhline(0.2, color="#c44e52", linestyle="--", linewidth=1, label="goal: 0.2 ms")
+    axes[1][1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_section(bench: Path, text: str) -> None:
+    """Replace this benchmark's section where it is (append it the first time); other sections stay."""
+    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
+    if SECTION in existing:
+        head, _, rest = existing.partition(SECTION)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt != -1 else ""
+        bench.write_text(head + text.rstrip() + "\n" + ("\n" + tail if tail else ""))
+        return
+    bench.parent.mkdir(exist_ok=True)
+    bench.write_text(existing.rstrip() + "\n\n" + text)
