@@ -51,6 +51,8 @@ class ResolvedModel:
     sources: dict[str, str] = field(hash=False)
     arch: Arch | None = None  # KV-cache arithmetic for the planner (confgen.plan)
     api_host: str = ""  # where the gateway reaches vLLM when not at `host` (containers: VLLM_API_HOST)
+    messages_api: str = "translate"  # /v1/messages: "translate" (LiteLLM, to chat completions) or "passthrough"
+    responses_api: str = "passthrough"  # /v1/responses: "passthrough" (to vLLM's own) or "translate"
 
     @property
     def hf_id(self) -> str:
@@ -126,6 +128,8 @@ def merge(name: str, model: ModelFile, gvars: GlobalVars, file: str) -> Resolved
         limits=limits,
         env={**gvars.env, **model.env},
         sources=sources,
+        messages_api=lit.messages_api,
+        responses_api=lit.responses_api,
     )
     _check_max_tokens(resolved)
     return resolved

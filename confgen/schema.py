@@ -63,6 +63,13 @@ class LiteLLMParams(_Strict):
     tpm: int | None = Field(None, ge=1)
     max_parallel_requests: int | None = Field(None, ge=1)
     timeout: float | None = Field(None, gt=0, description="Seconds before a request to this model fails.")
+    # How the gateway serves the coding-agent APIs (README: Use with your coding agent).
+    messages_api: Literal["translate", "passthrough"] = Field(
+        "translate", description="/v1/messages (Claude Code): LiteLLM translates it to chat completions, or "
+                                 "passes it untranslated to vLLM's own /v1/messages.")
+    responses_api: Literal["passthrough", "translate"] = Field(
+        "passthrough", description="/v1/responses (Codex): passed to vLLM's own /v1/responses, or translated "
+                                   "by LiteLLM to chat completions (for servers without /v1/responses).")
 
 
 class SlidingWindow(_Strict):

@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -172,6 +173,8 @@ def main() -> int:
             print(f"error: {exe} is not installed (apt-get install -y {exe}; see requirements/apt.txt)",
                   file=sys.stderr)
             return 3
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so every process started here is stopped and the database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     notes = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "load_before": _load()}
     cores = Cores.plan(not args.no_pin)

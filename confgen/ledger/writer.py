@@ -1,8 +1,9 @@
 """The background ledger writer: a thread that batches rows into PostgreSQL, off the request path.
 
 Rows are queued by the gateway (`put`, cheap and thread-safe). The thread takes up to `batch_max` rows
-every `interval_s` and inserts them in one statement (`unnest` of column arrays, ON CONFLICT (request_id)
-DO NOTHING). When PostgreSQL is down or slower than `statement_timeout_s`, batches go to the spool, and
+every `interval_s` and inserts them in one statement (`unnest` of column arrays; a request id already there
+is kept unless the new row is the request's answer, see INSERT). When PostgreSQL is down or slower than
+`statement_timeout_s`, batches go to the spool, and
 while the spool holds rows every batch goes there too, so replay keeps the order; the spool is replayed
 as soon as a connection works again. `close` (at exit) inserts what is queued or spools it.
 """
@@ -25,13 +26,29 @@ from confgen.ledger.spool import Spool
 log = logging.getLogger("confgen.ledger")
 
 _ARRAYS = ", ".join(f"%s::{SQL_TYPES.get(c, 'text')}[]" for c in COLUMNS)
+_UPDATED = [c for c in COLUMNS if c != "request_id"]
+# One request can end in several events under its id: LiteLLM logs every failed attempt (retried on another
+# replica, or handed to a fallback model) and then the answer, in any order. Its row is the answer when there
+# is one: an answered row replaces a failed one, never the other way round (so a replay changes nothing).
 INSERT = (f"INSERT INTO confgen_usage ({', '.join(COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "  # noqa: S608
-          "ON CONFLICT (request_id) DO NOTHING")
+          f"ON CONFLICT (request_id) DO UPDATE SET ({', '.join(_UPDATED)}) = "
+          f"({', '.join('EXCLUDED.' + c for c in _UPDATED)}) "
+          "WHERE confgen_usage.status <> 200 AND EXCLUDED.status = 200")
+
+
+def one_per_request(rows: list[UsageRow]) -> list[UsageRow]:
+    """A row per request id (the answered one if any), in first-seen order: one statement may not touch a row
+    twice."""
+    kept: dict[str, UsageRow] = {}
+    for row in rows:
+        if row.request_id not in kept or (kept[row.request_id].status != 200 and row.status == 200):
+            kept[row.request_id] = row
+    return list(kept.values())
 
 
 def insert_rows(conn: psycopg.Connection, rows: list[UsageRow]) -> int:
-    """One statement for the batch; returns the rows new to the table (duplicates are skipped)."""
-    columns = [[getattr(r, c) for r in rows] for c in COLUMNS]
+    """One statement for the batch; returns the rows new to the table or answered now (duplicates are skipped)."""
+    columns = [[getattr(r, c) for r in one_per_request(rows)] for c in COLUMNS]
     with conn.transaction():
         cur = conn.execute(INSERT.encode(), columns)
         return max(cur.rowcount, 0)

@@ -44,3 +44,28 @@ def gateway(project: Project, environ: dict[str, str]) -> tuple[bool, str]:
     except httpx.HTTPError as exc:
         return False, f"{url}: {type(exc).__name__}"
     return resp.status_code == 200, f"{url}: HTTP {resp.status_code}"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m confgen.runtime.health vllm|gateway`: the compose health checks, without loading the
+    whole CLI (a check that takes seconds to import times out on a busy machine)."""
+    import os
+
+    environ = dict(os.environ)
+    project = Project(Path(environ.get("CONFGEN_ROOT", "/app")))
+    if argv[1:] == ["vllm"]:
+        out = Path(environ.get("CONFGEN_OUT", "/app/generated_configs"))
+        ok, detail = vllm(project, environ.get("MODEL", "glm47-flash"), out, environ)
+    elif argv[1:] == ["gateway"]:
+        ok, detail = gateway(project, environ)
+    else:
+        print("usage: python -m confgen.runtime.health vllm|gateway")
+        return 2
+    print(f"{'healthy' if ok else 'unhealthy'}: {detail}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv))

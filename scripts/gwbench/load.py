@@ -62,7 +62,7 @@ def wrk(target: Target, body: dict[str, object], connections: int, seconds: floa
 
 def parse_wrk(out: str, cpu_s: float) -> dict[str, float]:
     def grab(pattern: str) -> str:
-        found = re.search(pattern, out)
+        found = re.search(pattern, out, re.MULTILINE)
         if found is None:
             raise RuntimeError(f"unexpected wrk output (no {pattern!r}):\n{out}")
         return found.group(1)
@@ -71,8 +71,8 @@ def parse_wrk(out: str, cpu_s: float) -> dict[str, float]:
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
-    return {"rps": float(grab(r"Requests/sec:\s+([\d.]+)")), "p50_ms": _ms(grab(r"50%\s+(\S+)")),
-            "p99_ms": _ms(grab(r"99%\s+(\S+)")), "requests": float(total), "errors": float(errors),
+    return {"rps": float(grab(r"Requests/sec:\s+([\d.]+)")), "p50_ms": _ms(grab(r"^\s+50%\s+(\S+)")),
+            "p99_ms": _ms(grab(r"^\s+99%\s+(\S+)")), "requests": float(total), "errors": float(errors),
             "cpu_ms": cpu_s / max(total, 1) * 1000}
 
 

@@ -35,6 +35,7 @@ class GatewayPod:
     tmpfs: list[str]  # emptyDir mount paths
     command: list[str]
     hosts: list[str]  # Service DNS names the pod uses
+    read_only_root: bool = False
 
     def host_path(self, path: str) -> Path:
         """Where a container path lies here (for the local process)."""
@@ -67,6 +68,8 @@ class GatewayPod:
         argv = [docker, "run", "--detach", "--name", name, "--network", "host", "--init",
                 "--user", "1000:1000", "--entrypoint", self.command[0]]
         argv += [f"--add-host={h}:127.0.0.1" for h in self.hosts]
+        if self.read_only_root:
+            argv.append("--read-only")
         for mount, here in self.mounts.items():
             if mount not in self.tmpfs:
                 argv += ["--volume", f"{here}:{mount}:ro"]
@@ -103,7 +106,8 @@ def gateway_pod(objs: list[Obj], folder: Path, secret_refs: dict[tuple[str, str]
             tmpfs.append(mount["mountPath"])
     config = find(objs, "ConfigMap", "gateway-config")["data"]["config.yaml"]
     hosts = sorted(set(_SERVICE_NAME.findall(config + " ".join(env.values()))))
-    return GatewayPod(folder, env, mounts, tmpfs, list(container["command"]), hosts)
+    read_only = bool(container.get("securityContext", {}).get("readOnlyRootFilesystem"))
+    return GatewayPod(folder, env, mounts, tmpfs, list(container["command"]), hosts, read_only)
 
 
 def _lay_out(objs: list[Obj], volume: Obj, mount: Obj, here: Path, secrets_dir: Path) -> None:

@@ -105,7 +105,10 @@ class PrivatePostgres:
         command = list(argv)
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode:
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
+            raise AssertionError(f"{' '.join(argv)} -> {done.returncode}\n{done.stdout}{done.stderr}\n{log}")
 
     def init(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,9 @@ class Gateway:
                     "CONFGEN_REDIS_URL": "redis://127.0.0.1:6379/0", "CONFGEN_REDIS_PREFIX": self.redis_prefix,
                     "CONFGEN_LEDGER_SPOOL": str(self.spool), "CONFGEN_KEYS_SNAPSHOT": str(self.folder / "keys.json"),
                     "CONFGEN_KEY_CACHE_TTL": str(self.key_ttl_s),
-                    "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"prom-{self.port}")})
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"prom-{self.port}"),
+                    # Drain in-flight requests on SIGTERM for at most this long (LiteLLM default 30 s).
+                    "GRACEFUL_SHUTDOWN_TIMEOUT": "10"})
         return env
 
     def start(self, timeout: float = 120) -> Gateway:

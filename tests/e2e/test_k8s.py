@@ -51,7 +51,8 @@ VARIANTS = {
 def k8s_versions() -> list[str]:
     """The newest schema set kubernetes-validate bundles and the one a year older (three minors)."""
     folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    bundled = sorted({tuple(int(x) for x in p.name[1:].split("-")[0].split(".")) for p in folder.glob("v*-local-strict")})
+    bundled = sorted({tuple(int(x) for x in p.name[1:].split("-")[0].split("."))
+                      for p in folder.glob("v*-local-strict")})
     newest = bundled[-1]
     older = (newest[0], newest[1] - 3, 0)
     assert older in bundled, f"kubernetes-validate has no schemas for {older}"
@@ -238,6 +239,7 @@ def test_gateway_image_serves_models_by_service_name(project: Project, cluster: 
                                                      tmp_path: Path) -> None:
     assert port_is_free(IMAGE_GATEWAY_PORT)
     pod = make_pod(cluster, project, tmp_path / "pod", IMAGE_GATEWAY_PORT)
+    assert pod.read_only_root, "the manifest asks for a read-only root filesystem: docker run --read-only"
     name = f"confgen-k8s-e2e-{secrets.token_hex(3)}"
     dh.must(pod.docker_argv(dh.DOCKER, gateway_image, name))
     base = f"http://127.0.0.1:{IMAGE_GATEWAY_PORT}"

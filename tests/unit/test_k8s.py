@@ -354,3 +354,18 @@ def test_cli_refusals(two_models: Project, run_cli: RunCli, tmp_path: Path, args
     assert result.exit_code == 2
     assert message in " ".join(result.stderr.split())
     assert not out.exists()
+
+
+def test_deployments_yml_as_the_cluster_sees_it(two_models: Project, tmp_path: Path) -> None:
+    """Host replicas in deployments.yml become the model's Service (its pods: --replicas); fallbacks stay."""
+    (two_models.root / "deployments.yml").write_text(yaml.safe_dump({"models": {"big": {
+        "replicas": [{"api_base": "http://gpu-a.lan:8001/v1"}, {"api_base": "http://gpu-b.lan:8001/v1"}],
+        "fallbacks": ["tiny-cpu"]}}}))
+    _, objs, _ = rendered(two_models, K8sOptions(), tmp_path)
+    config = gateway_config(objs)
+    bases = [(m["model_name"], m["litellm_params"]["api_base"]) for m in config["model_list"]]
+    assert bases == [("tiny-cpu", "http://vllm-tiny-cpu.llm.svc.cluster.local:8000/v1"),
+                     ("big", "http://vllm-big.llm.svc.cluster.local:8001/v1")]
+    assert config["router_settings"]["fallbacks"] == [{"big": ["tiny-cpu"]}]
+    text = find(objs, "ConfigMap", "gateway-config")["data"]["config.yaml"]
+    assert "# Routing: deployments.yml, as confgen k8s deploys it (one Service per model)." in text

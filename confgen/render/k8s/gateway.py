@@ -120,7 +120,9 @@ def _deployment(selection: Selection, options: K8sOptions, labels: dict[str, str
             {"name": "spool", "mountPath": "/var/lib/confgen"},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
         ],
-        "securityContext": meta.container_security(),
+        # Writes go to the emptyDirs only (spool, /tmp): checked by running the image with --read-only
+        # (tests/e2e/test_k8s.py).
+        "securityContext": meta.container_security(read_only_root=True),
     }
     selector = meta.selector(NAME, meta.GATEWAY)
     pod: Obj = {
