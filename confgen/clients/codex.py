@@ -1,8 +1,8 @@
 """OpenAI Codex CLI: a `[model_providers.confgen]` table speaking the Responses API (`wire_api = "responses"`,
 the only one Codex accepts) to the gateway's /v1/responses; the key comes from CONFGEN_API_KEY (env_key).
 
-Written to $CODEX_HOME/config.toml (default ~/.codex); other catalog models become profiles
-(`codex --profile NAME`). The launcher passes the same settings as `-c key=value` overrides instead, so
+Written to $CODEX_HOME/config.toml (default ~/.codex); other catalog models become profiles in
+$CODEX_HOME/NAME.config.toml (`codex --profile NAME`; Codex 0.169 refuses `[profiles.*]` tables). The launcher passes the same settings as `-c key=value` overrides instead, so
 it never edits the user's file.
 """
 
@@ -65,9 +65,13 @@ def toml_text(ep: Endpoint) -> str:
     lines += [f"{key} = {_toml(value)}" for key, value in top_level(ep).items()]
     lines += ["", "[analytics]", "enabled = false", "", f"[model_providers.{PROVIDER}]"]
     lines += [f"{key} = {_toml(value)}" for key, value in provider(ep).items()]
-    for model in ep.models[1:]:
-        lines += ["", f"[profiles.{_key(model.name)}]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in model_settings(model).items()]
+    return "\n".join(lines) + "\n"
+
+
+def profile_text(model: ClientModel) -> str:
+    """A profile file (Codex >= 0.16x: $CODEX_HOME/<name>.config.toml, layered over config.toml)."""
+    lines = [f"# Written by `confgen client codex`: codex --profile {model.name}"]
+    lines += [f"{key} = {_toml(value)}" for key, value in model_settings(model).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -81,8 +85,10 @@ def config(ep: Endpoint, environ: Mapping[str, str]) -> ClientConfig:
              "Or `confgen launch codex` sets all of it for one run without touching config.toml.",
              f"--write replaces {path} (backing it up first)."]
     if profiles:
-        notes.append(f"Other models as profiles: codex --profile NAME ({profiles}).")
-    return ClientConfig(NAME, files=(ConfigFile(path, toml_text(ep)),), shell=tuple(shell), notes=tuple(notes))
+        notes.append(f"Other models as profiles (NAME.config.toml beside it): codex --profile NAME ({profiles}).")
+    profiles_files = tuple(ConfigFile(path.with_name(f"{m.name}.config.toml"), profile_text(m)) for m in ep.models[1:])
+    return ClientConfig(NAME, files=(ConfigFile(path, toml_text(ep)), *profiles_files), shell=tuple(shell),
+                        notes=tuple(notes))
 
 
 def _toml(value: Value) -> str:

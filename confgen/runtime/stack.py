@@ -178,6 +178,9 @@ def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, s
     # Every worker writes its metric samples here; a /metrics scrape sums them (LiteLLM wipes it at start).
     env["PROMETHEUS_MULTIPROC_DIR"] = str(monitoring.multiproc_dir(run))
     monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
+    # uvicorn kills a worker that does not answer its health ping within 5 s; LiteLLM's import takes
+    # longer on a busy machine, so workers were killed and restarted in a loop (measured: 40 restarts).
+    env.setdefault("TIMEOUT_WORKER_HEALTHCHECK", "60")
     argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", settings.LITELLM_HOST,
             "--port", str(settings.LITELLM_PORT), "--num_workers", str(settings.LITELLM_NUM_WORKERS)]
     return argv, env

@@ -97,6 +97,10 @@ class Replica:
         assert self.sim is not None
         self.sim.set_faults(**faults)
 
+    def reset_stats(self) -> None:
+        assert self.sim is not None
+        self.sim.reset_stats()
+
     def stats(self) -> dict[str, Any]:
         assert self.sim is not None
         return self.sim.stats()

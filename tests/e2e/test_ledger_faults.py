@@ -82,6 +82,7 @@ def key(url: str, gateway: Gateway) -> dict[str, str]:
     assert httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {created['key']}"},
                       json={"model": MODEL, "messages": [{"role": "user", "content": "warm"}]},
                       timeout=30).status_code == 200  # now cached, and in the gateway's snapshot
+    poll(lambda: rows(url, created["prefix"]) == 1, 10, what="the warm-up row")
     return created
 
 
@@ -101,7 +102,7 @@ def rows(url: str, prefix: str) -> int:
 def test_database_stopped_during_load_every_row_arrives_once(url: str, postgres: PrivatePostgres, gateway: Gateway,
                                                              key: dict[str, str]) -> None:
     before = rows(url, key["prefix"])
-    load = Load([gateway.url], key["key"], total=2500, concurrency=24).start()
+    load = Load([gateway.url], key["key"], total=2500, concurrency=16).start()
     poll(lambda: load.progress() >= 500, 120, 0.05, "load under way")
     postgres.stop()
     stopped_at = load.progress()
@@ -122,7 +123,7 @@ def test_database_stopped_during_load_every_row_arrives_once(url: str, postgres:
 
 
 def _sigterm_under_load(gateway: Gateway, key: dict[str, str], total: int) -> tuple[list[int | str], set[str]]:
-    load = Load([gateway.url], key["key"], total=total, concurrency=24).start()
+    load = Load([gateway.url], key["key"], total=total, concurrency=16).start()
     poll(lambda: load.progress() >= total // 3, 120, 0.05, "load under way")
     code = gateway.stop(signal.SIGTERM)
     outcomes = load.wait()

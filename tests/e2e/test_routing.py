@@ -15,8 +15,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -115,7 +116,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                         "health_interval_s": HEALTH_INTERVAL_S, "health_timeout_s": 2},
             "gateway": {"instances": 2, "redis_namespace": namespace.rstrip(":")},
             "models": {
-                "big": {"replicas": [{"api_base": a.api_base}, {"api_base": b.api_base}], "fallbacks": ["small"]},
+                # b takes three requests in four: the tests break b, so most requests meet the fault.
+                "big": {"replicas": [{"api_base": a.api_base}, {"api_base": b.api_base, "weight": 3}],
+                        "fallbacks": ["small"]},
                 "small": {"replicas": [{"api_base": small.api_base}]},
                 "tiny-cpu": {"replicas": [{"api_base": f"http://127.0.0.1:{p}/v1"} for p in VLLM_PORTS],
                              "health_timeout_s": 20, "stream_idle_s": 60},
@@ -163,7 +166,8 @@ def test_config_routes_both_replicas_through_both_gateways(cluster: Cluster) -> 
     results = cluster.load(key, 60, stream_every=3).run()
     ledger_check("baseline", cluster, prefix, results)
     assert all(r.ok for r in results)
-    assert {r.api_base for r in results} == {cluster.a.api_base, cluster.b.api_base}
+    by_replica = Counter(r.api_base for r in results)
+    assert by_replica[cluster.b.api_base] > by_replica[cluster.a.api_base] > 0, "weight 3 : 1"
     assert {r.gateway for r in results} == set(cluster.urls)
 
 
@@ -187,8 +191,8 @@ def test_kill_one_replica_traffic_moves_and_returns(cluster: Cluster) -> None:
     cluster.settle()
     key, prefix = new_key(cluster.database_url, "kill")
     served_a = cluster.a.served()
-    load = cluster.load(key, 240, stream_every=2).start()
-    poll(lambda: load.progress() >= 60, 60, 0.02, "60 requests before the kill")
+    load = cluster.load(key, 160, stream_every=2).start()
+    poll(lambda: load.progress() >= 40, 60, 0.02, "40 requests before the kill")
     killed_at = time.monotonic()
     cluster.b.kill()
     results = load.wait()
@@ -213,21 +217,26 @@ def test_kill_one_replica_traffic_moves_and_returns(cluster: Cluster) -> None:
 
 
 def test_hung_replica_requests_time_out_and_are_retried(cluster: Cluster) -> None:
-    cluster.settle()
     key, prefix = new_key(cluster.database_url, "hang")
-    cluster.b.faults(hang=True)
-    try:
-        results = cluster.load(key, 80, stream_every=2).run()
-        hung = cluster.b.stats()["hung"]
-    finally:
-        cluster.b.faults(hang=False)
+    results: list[Result] = []
+    hung = 0
+    for streamed in (True, False):  # streams first, then plain requests, each against a freshly hung b
+        cluster.settle()
+        cluster.b.reset_stats()
+        cluster.b.faults(hang=True)
+        try:
+            phase = cluster.load(key, 40, stream_every=1 if streamed else 0).run()
+            hung += cluster.b.stats()["hung"]
+        finally:
+            cluster.b.faults(hang=False)
+        results += [replace(r, index=r.index + len(results)) for r in phase]
     retried = [r for r in results if r.retries > 0]
     ledger_check("hang one replica", cluster, prefix, results, requests_hung_on_b=hung,
                  retried_plain=sum(not r.stream for r in retried), retried_streams=sum(r.stream for r in retried),
                  slowest_s=round(max(r.ended - r.started for r in results), 1))
     assert all(r.ok for r in results)
     assert {r.api_base for r in results} == {cluster.a.api_base}
-    assert hung >= 1
+    assert hung >= 2
     assert any(r.stream for r in retried), "a stream that got nothing from the hung replica was retried"
     assert any(not r.stream for r in retried)
     for r in retried:  # each waited one timeout (stream: the idle timeout) per hung attempt, then was answered
@@ -240,7 +249,7 @@ def test_replica_answering_500s_is_hidden_by_retries(cluster: Cluster) -> None:
     cluster.b.faults(error_rate=0.2)
     before = cluster.b.stats()["by_status"].get("500", 0)
     try:
-        results = cluster.load(key, 200, stream_every=4).run()
+        results = cluster.load(key, 120, stream_every=4).run()
         errors = cluster.b.stats()["by_status"].get("500", 0) - before
     finally:
         cluster.b.faults(error_rate=0.0)
@@ -339,22 +348,21 @@ def test_real_vllm_two_replicas_one_stopped(cluster: Cluster) -> None:
     try:
         for proc, port in zip(procs, VLLM_PORTS, strict=True):
             _wait_vllm(proc, port, scratch / str(port) / "vllm.log")
+        poll(lambda: {r.api_base for r in cluster.load(MASTER_KEY, 8, model="tiny-cpu", concurrency=4).run()
+                      if r.ok} == bases, 90, 0.5, "both vLLMs serving")
         key, prefix = new_key(cluster.database_url, "vllm")
-        poll(lambda: {r.api_base for r in cluster.load(key, 8, model="tiny-cpu", concurrency=4).run() if r.ok} == bases,
-             60, 0.5, "both vLLMs serving")
         load = cluster.load(key, 60, model="tiny-cpu", concurrency=4, stream_every=3).start()
         poll(lambda: load.progress() >= 15, 60, 0.05, "15 requests before the stop")
         stopped_at = time.monotonic()
         _stop_group(procs[1])
         results = load.wait()
-        warm_up = 8  # the requests that checked both serve, before the measured load (same key)
-        rows = wait_ledger(cluster.database_url, prefix, len(results) + warm_up)
-        figures = report("real vLLM, one of two stopped", results, rows, warm_up_requests=warm_up,
-                         stopped_after_s=round(stopped_at - min(r.started for r in results), 1))
+        ledger_check("real vLLM, one of two stopped", cluster, prefix, results,
+                     stopped_after_s=round(stopped_at - min(r.started for r in results), 1),
+                     in_flight_at_stop=sum(r.started < stopped_at < r.ended for r in results))
         assert all(r.ok for r in results if r.started > stopped_at), "no client error after the stop"
         assert all(r.ok or (r.stream and r.started < stopped_at < r.ended) for r in results)
-        assert {r.api_base for r in results if r.ok and r.started > stopped_at + 1} == {f"http://127.0.0.1:{VLLM_PORTS[0]}/v1"}
-        assert figures["ledger_rows"] >= len(results)
+        survivor = f"http://127.0.0.1:{VLLM_PORTS[0]}/v1"
+        assert {r.api_base for r in results if r.ok and r.started > stopped_at + 1} == {survivor}
     finally:
         for proc in procs:
             _stop_group(proc)
