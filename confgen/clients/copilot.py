@@ -59,7 +59,8 @@ def merge_providers(ep: Endpoint, path: Path) -> Merge:
 
 def config(ep: Endpoint, environ: Mapping[str, str]) -> ClientConfig:
     path = user_folder(environ) / "chatLanguageModels.json"
-    notes = [f"VS Code asks for the key the first time: paste {ep.key.label} (`cat {ep.key.path}`).",
+    paste = ep.key.value if ep.key.value is not None else f"{ep.key.label} (`cat {ep.key.path}`)"
+    notes = [f"VS Code asks for the key the first time: paste {paste}.",
              "Or add it by hand: Chat: Manage Language Models -> Add Models -> Custom Endpoint.",
              "Agent mode lists only models with toolCalling; inline completions still use Copilot's service.",
              f"--write merges this provider into {path} (backing it up first)."]

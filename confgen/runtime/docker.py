@@ -171,9 +171,19 @@ def wait_up(stack: Stack, services: list[str], log: Path, deadline_s: float) -> 
                                   + _logs_hint(stack, late[0]))
             time.sleep(POLL_S)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """`compose up` may still wait on a dependency that will never be healthy: stop it, then kill it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _tail(text: str, lines: int = 15) -> str:

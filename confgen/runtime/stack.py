@@ -21,7 +21,7 @@ from confgen.load import Project, read_secrets
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
 from confgen.routing import status as routes_status
-from confgen.runtime import datastores, docker, install, monitoring, ports, secret_files
+from confgen.runtime import datastores, docker, gateway_tuning, install, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
 from confgen.runtime.rundir import Proc, RunDir, State, alive
 from confgen.schema import Settings
@@ -182,7 +182,8 @@ def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, s
     # longer on a busy machine, so workers were killed and restarted in a loop (measured: 40 restarts).
     env.setdefault("TIMEOUT_WORKER_HEALTHCHECK", "60")
     argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", settings.LITELLM_HOST,
-            "--port", str(settings.LITELLM_PORT), "--num_workers", str(settings.LITELLM_NUM_WORKERS)]
+            "--port", str(settings.LITELLM_PORT), "--num_workers", str(settings.LITELLM_NUM_WORKERS),
+            *gateway_tuning.proxy_args(run.generated)]
     return argv, env
 
 

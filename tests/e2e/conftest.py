@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[2]
 # Overridable so engineers can run the e2e tier side by side on one machine (CI uses the defaults).
 GATEWAY_PORT = int(os.environ.get("E2E_LITELLM_PORT", "14000"))
 VLLM_PORT = int(os.environ.get("E2E_VLLM_PORT", "18000"))
+MACHINE_PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,11 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("run")
+    # Keys and ledger in a database of the session's own, which ./runMe.sh creates; dropped afterwards.
+    scratch = f"confgen_test_{secrets.token_hex(4)}"
     env = {**os.environ, "CONFGEN_RUN_DIR": str(run_dir), "LITELLM_PORT": str(GATEWAY_PORT),
            "VLLM_PORT": str(VLLM_PORT),
-           "MODEL": "tiny-cpu"}
+           "MODEL": "tiny-cpu", "DATABASE_URL": f"{MACHINE_PG}/{scratch}", "CONFGEN_REDIS_PREFIX": f"{scratch}:"}
     env.pop("CONFGEN_ROOT", None)
     handle = Stack(f"http://127.0.0.1:{GATEWAY_PORT}", "", run_dir, env)
     started = handle.runme()
@@ -44,3 +50,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(handle.base, key, run_dir, env)
     finally:
         handle.runme("stop", timeout=120)
+        with psycopg.connect(f"{MACHINE_PG}/postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))

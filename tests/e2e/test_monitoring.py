@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import yaml
 from prometheus_client.mmap_dict import MmapedDict
+from psycopg import sql
 
 from confgen import dashboards
 from tests.e2e.conftest import ROOT
@@ -62,9 +64,11 @@ class Mon:
 @pytest.fixture(scope="module")
 def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mon]:
     run_dir = tmp_path_factory.mktemp("mon-run")
+    database = f"e2e_monitoring_{os.getpid()}"  # its own keys and ledger, dropped at the end
     env = {**os.environ, "CONFGEN_RUN_DIR": str(run_dir), "MODEL": MODEL, "MONITORING": "1",
            "LITELLM_PORT": str(GATEWAY_PORT), "VLLM_PORT": str(VLLM_PORT),
-           "PROMETHEUS_PORT": str(PROMETHEUS_PORT), "LITELLM_NUM_WORKERS": "2"}
+           "PROMETHEUS_PORT": str(PROMETHEUS_PORT), "LITELLM_NUM_WORKERS": "2",
+           "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}"}
     env.pop("CONFGEN_ROOT", None)
     key = (ROOT / "secrets" / "LITELLM_MASTER_KEY").read_text().strip() if (
         ROOT / "secrets" / "LITELLM_MASTER_KEY").exists() else ""
@@ -76,6 +80,8 @@ def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mon]:
         yield handle
     finally:
         handle.runme("stop", timeout=120)
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
 def wait_for_scrape_after(mon: Mon, moment: float, timeout: float = 60) -> None:
@@ -236,6 +242,34 @@ def test_metrics_endpoint_needs_the_master_key(mon: Mon) -> None:
     # vLLM 0.32 guards /v1 only: its /metrics is protected by listening on 127.0.0.1 (README: Monitoring).
     assert httpx.get(f"http://127.0.0.1:{VLLM_PORT}/metrics", timeout=10).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{VLLM_PORT}/v1/models", timeout=10).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def api_key(mon: Mon) -> str:
+    """An API key (not the master key) from `confgen keys create`, in the stack's own database."""
+    created = subprocess.run([str(ROOT / ".venv" / "bin" / "confgen"), "--root", str(ROOT), "keys", "create",
+                              "--alias", "mon-e2e", "--json"], env=mon.env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert created.returncode == 0, created.stderr
+    key: str = json.loads(created.stdout)["key"]
+    return key
+
+
+def test_metrics_endpoint_refuses_api_keys(mon: Mon, api_key: str) -> None:
+    assert httpx.get(f"{mon.gateway}/metrics/", headers={"Authorization": f"Bearer {api_key}"},
+                     timeout=10).status_code == 403
+
+
+def test_per_key_series(mon: Mon, api_key: str) -> None:
+    expr = 'sum(litellm_proxy_total_requests_metric_total{api_key_alias="mon-e2e",status_code="200",model="%s"})'
+    before = mon.value(expr % MODEL)
+    for i in range(3):
+        usage_of(chat(mon, i, key=api_key))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and mon.value(expr % MODEL) < before + 3:
+        wait_for_scrape_after(mon, time.time())
+    assert mon.value(expr % MODEL) == before + 3
+    assert mon.value(f'sum(litellm_output_tokens_metric_total{{api_key_alias="mon-e2e",model="{MODEL}"}})') > 0
 
 
 @pytest.fixture(scope="module")

@@ -102,10 +102,78 @@ def wait_serving(cluster: Cluster, bases: set[str], timeout: float = 30) -> floa
     return time.monotonic() - start
 
 
+def _start_vllm(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    """A real CPU vLLM for tiny-cpu through the shared entrypoint (what ./runMe.sh runs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VLLM_PORT": str(port), "VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(folder),
+           "VLLM_CACHE_ROOT": str(folder / "cache"), "PYTHONUNBUFFERED": "1"}
+    for name in ("CONFGEN_ROOT", "PROMETHEUS_MULTIPROC_DIR", "MODEL"):
+        env.pop(name, None)
+    python = ROOT / ".venv-vllm" / "bin" / "python"
+    argv = [str(python), "-m", "confgen", "--root", str(ROOT), "exec-vllm", "--model", "tiny-cpu",
+            "--out", str(folder / "generated")]
+    with (folder / "vllm.log").open("wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _wait_vllm(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"vLLM on {port} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    poll(up, 300, 1.0, f"vLLM on {port} healthy")
+
+
+def _ensure_tiny_weights() -> None:
+    target = ROOT / ".local" / "models" / "tiny-cpu"
+    if not (target / "config.json").exists():
+        subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), str(ROOT / "scripts" / "build_tiny_model.py"),
+                        "--out", str(target)], check=True, capture_output=True, timeout=300)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@dataclass
+class VLLMs:
+    procs: list[subprocess.Popen[bytes]]
+    scratch: Path
+
+    def log(self, port: int) -> Path:
+        return self.scratch / str(port) / "vllm.log"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def vllms() -> Iterator[VLLMs]:
+    """Two real CPU vLLMs for tiny-cpu, started first: they come up while the simulator tests run."""
+    secret_files.ensure_generated(Project(ROOT))  # they read the repo's secrets/VLLM_API_KEY, as runMe.sh does
+    _ensure_tiny_weights()
+    # vLLM puts its sockets in TMPDIR, and a socket path may not be longer than 107 bytes: a short folder.
+    scratch = Path(tempfile.mkdtemp(prefix="routing-vllm-"))
+    procs = [_start_vllm(port, scratch / str(port)) for port in VLLM_PORTS]
+    try:
+        yield VLLMs(procs, scratch)
+    finally:
+        for proc in procs:
+            _stop_group(proc)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(vllms: VLLMs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("routing")
-    secret_files.ensure_generated(Project(ROOT))  # the real vLLMs read the repo's secrets/VLLM_API_KEY
     vllm_key = secret_files.require(Project(ROOT), ("VLLM_API_KEY",))["VLLM_API_KEY"]
     a = Replica("127.0.0.1", 15500, "big", vllm_key, *SIM_FLAGS)
     b = Replica("127.0.0.2", 15501, "big", vllm_key, *SIM_FLAGS)
@@ -278,7 +346,7 @@ def test_all_replicas_down_the_fallback_answers(cluster: Cluster) -> None:
 def _away_from_a_minute_boundary() -> None:
     """rpm counts per clock minute: start early enough in one that 20 requests stay in it."""
     second = time.time() % 60
-    if second > 45:
+    if second > 54:
         time.sleep(61 - second)
 
 
@@ -295,75 +363,23 @@ def test_rate_limit_on_a_key_holds_across_both_gateways(cluster: Cluster) -> Non
     assert {r.gateway for r in results if r.ok} == set(cluster.urls), "both gateways served some of the 10"
 
 
-def _start_vllm(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    """A real CPU vLLM for tiny-cpu through the shared entrypoint (what ./runMe.sh runs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VLLM_PORT": str(port), "VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(folder),
-           "VLLM_CACHE_ROOT": str(folder / "cache"), "PYTHONUNBUFFERED": "1"}
-    for name in ("CONFGEN_ROOT", "PROMETHEUS_MULTIPROC_DIR", "MODEL"):
-        env.pop(name, None)
-    python = ROOT / ".venv-vllm" / "bin" / "python"
-    argv = [str(python), "-m", "confgen", "--root", str(ROOT), "exec-vllm", "--model", "tiny-cpu",
-            "--out", str(folder / "generated")]
-    with (folder / "vllm.log").open("wb") as log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-
-def _wait_vllm(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"vLLM on {port} exited:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    poll(up, 300, 1.0, f"vLLM on {port} healthy")
-
-
-def _ensure_tiny_weights() -> None:
-    target = ROOT / ".local" / "models" / "tiny-cpu"
-    if not (target / "config.json").exists():
-        subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), str(ROOT / "scripts" / "build_tiny_model.py"),
-                        "--out", str(target)], check=True, capture_output=True, timeout=300)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def test_real_vllm_two_replicas_one_stopped(cluster: Cluster) -> None:
-    _ensure_tiny_weights()
-    # vLLM puts its sockets in TMPDIR, and a socket path may not be longer than 107 bytes: a short folder.
-    scratch = Path(tempfile.mkdtemp(prefix="routing-vllm-"))
-    procs = [_start_vllm(port, scratch / str(port)) for port in VLLM_PORTS]
+def test_real_vllm_two_replicas_one_stopped(cluster: Cluster, vllms: VLLMs) -> None:
+    procs = vllms.procs
     bases = {f"http://127.0.0.1:{p}/v1" for p in VLLM_PORTS}
-    try:
-        for proc, port in zip(procs, VLLM_PORTS, strict=True):
-            _wait_vllm(proc, port, scratch / str(port) / "vllm.log")
-        poll(lambda: {r.api_base for r in cluster.load(MASTER_KEY, 8, model="tiny-cpu", concurrency=4).run()
-                      if r.ok} == bases, 90, 0.5, "both vLLMs serving")
-        key, prefix = new_key(cluster.database_url, "vllm")
-        load = cluster.load(key, 60, model="tiny-cpu", concurrency=4, stream_every=3).start()
-        poll(lambda: load.progress() >= 15, 60, 0.05, "15 requests before the stop")
-        stopped_at = time.monotonic()
-        _stop_group(procs[1])
-        results = load.wait()
-        ledger_check("real vLLM, one of two stopped", cluster, prefix, results,
-                     stopped_after_s=round(stopped_at - min(r.started for r in results), 1),
-                     in_flight_at_stop=sum(r.started < stopped_at < r.ended for r in results))
-        assert all(r.ok for r in results if r.started > stopped_at), "no client error after the stop"
-        assert all(r.ok or (r.stream and r.started < stopped_at < r.ended) for r in results)
-        survivor = f"http://127.0.0.1:{VLLM_PORTS[0]}/v1"
-        assert {r.api_base for r in results if r.ok and r.started > stopped_at + 1} == {survivor}
-    finally:
-        for proc in procs:
-            _stop_group(proc)
-        shutil.rmtree(scratch, ignore_errors=True)
+    for proc, port in zip(procs, VLLM_PORTS, strict=True):
+        _wait_vllm(proc, port, vllms.log(port))
+    poll(lambda: {r.api_base for r in cluster.load(MASTER_KEY, 8, model="tiny-cpu", concurrency=4).run()
+                  if r.ok} == bases, 90, 0.5, "both vLLMs serving")
+    key, prefix = new_key(cluster.database_url, "vllm")
+    load = cluster.load(key, 60, model="tiny-cpu", concurrency=4, stream_every=3).start()
+    poll(lambda: load.progress() >= 15, 60, 0.05, "15 requests before the stop")
+    stopped_at = time.monotonic()
+    _stop_group(procs[1])
+    results = load.wait()
+    ledger_check("real vLLM, one of two stopped", cluster, prefix, results,
+                 stopped_after_s=round(stopped_at - min(r.started for r in results), 1),
+                 in_flight_at_stop=sum(r.started < stopped_at < r.ended for r in results))
+    assert all(r.ok for r in results if r.started > stopped_at), "no client error after the stop"
+    assert all(r.ok or (r.stream and r.started < stopped_at < r.ended) for r in results)
+    survivor = f"http://127.0.0.1:{VLLM_PORTS[0]}/v1"
+    assert {r.api_base for r in results if r.ok and r.started > stopped_at + 1} == {survivor}

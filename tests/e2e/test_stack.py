@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import ROOT, VLLM_PORT, Stack
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-cpu"
@@ -135,7 +135,11 @@ def test_second_start_says_running(stack: Stack) -> None:
 def test_status(stack: Stack) -> None:
     result = stack.runme("status")
     assert result.returncode == 0, result.stdout
-    assert result.stdout.count("healthy") == 2
+    lines = result.stdout.splitlines()
+    assert [line.split()[3] for line in lines if " pid " in line] == ["healthy", "healthy"]
+    # Each replica the gateway routes to, as its /health sees it (README: Several replicas and nodes).
+    assert "  deployments: 1 healthy, 0 unhealthy" in lines
+    assert any(line.split() == [MODEL, f"http://127.0.0.1:{VLLM_PORT}/v1", "healthy"] for line in lines), lines
 
 
 def _healthy(url: str) -> bool:

@@ -62,6 +62,11 @@ def test_config_yaml_is_litellm_config(
                 "hf_id": ".local/models/tiny-cpu",
                 "max_input_tokens": 512,
                 "max_output_tokens": 64,
+                # A lone replica (no deployments.yml): never benched (cooldown 0), see test_render_routing.py.
+                "allowed_fails": 2,
+                "cooldown_time": 0.0,
+                "health_check_timeout": 30,
+                "health_check_max_tokens": 1,
             },
         }
     ]
@@ -161,12 +166,13 @@ def test_short_secret_values_are_not_searched(
             "model_list:\n{% for m in models %}\n  - model_name: {{ m.nope | tojson }}\n"
             "{% endfor %}\n",
             "litellm_config.template.yaml: template uses an unknown value: 'confgen.merge."
-            "ResolvedModel object' has no attribute 'nope' (use models[i].<field> or settings.<NAME>)",
+            "ResolvedModel object' has no attribute 'nope' (use models[i].<field>, settings.<NAME> or "
+            "routing.<field>)",
         ),
         (
             "model_list: []\nx: {{ settings.NOPE }}\n",
             "litellm_config.template.yaml: template uses an unknown value: 'confgen.schema.Settings "
-            "object' has no attribute 'NOPE' (use models[i].<field> or settings.<NAME>)",
+            "object' has no attribute 'NOPE' (use models[i].<field>, settings.<NAME> or routing.<field>)",
         ),
         (
             "model_list:\n{% for m in models %}\n  - model_name: {{ m.info | tojson }}\n"

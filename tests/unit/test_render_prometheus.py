@@ -95,7 +95,8 @@ def test_docker_single_model_uses_the_compose_services(project: Project) -> None
     assert doc["gateway"]["authorization"]["credentials_file"] == "/run/secrets/LITELLM_MASTER_KEY"
     assert doc["vllm"]["static_configs"] == [{"targets": ["vllm-node:8000"], "labels": {"model": "tiny-cpu"}}]
     assert doc["vllm"]["authorization"]["credentials_file"] == "/run/secrets/VLLM_API_KEY"
-    assert doc["node-exporter"] == {"job_name": "node-exporter", "static_configs": [{"targets": ["node-exporter:9100"]}]}
+    assert doc["node-exporter"] == {"job_name": "node-exporter",
+                                    "static_configs": [{"targets": ["node-exporter:9100"]}]}
     # One model: every GPU is its GPU.
     assert doc["dcgm-exporter"]["static_configs"] == [{"targets": ["dcgm-exporter:9400"],
                                                        "labels": {"model": "tiny-cpu"}}]
