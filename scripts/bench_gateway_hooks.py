@@ -70,6 +70,22 @@ def bare_config(hooks: Path) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process, all its threads (our ledger writer thread included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(gateway: Gateway, key: str, seconds: int, count: int) -> dict[str, float]:
+    if gateway.process is None:
+        raise RuntimeError(f"gateway {gateway.port} is not running")
+    before = cpu_seconds(gateway.process.pid)
+    result = wrk(gateway.url, key, seconds)
+    result["cpu_ms"] = (cpu_seconds(gateway.process.pid) - before) * 1000 / result["requests"]
+    result["seq_ms"] = sequential(gateway.url, key, count)
+    return result
+
+
 def wrk(url: str, key: str, seconds: int, connections: int = 16) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -162,15 +178,16 @@ def main() -> int:
                              "1000")["key"]
             for gateway, api_key in ((hooks, key), (bare, MASTER_KEY)):  # warm up
                 wrk(gateway.url, api_key, 1)
+            time.sleep(1)
+            rows_before = int(scalar(url, "SELECT count(*) FROM confgen_usage WHERE key_alias = 'bench'"))
             for i in range(args.rounds):
                 order = [("hooks", hooks, key), ("bare", bare, MASTER_KEY)]
                 for name, gateway, api_key in order if i % 2 == 0 else reversed(order):
-                    result = wrk(gateway.url, api_key, args.seconds)
-                    result["seq_ms"] = sequential(gateway.url, api_key, args.sequential)
+                    result = measure(gateway, api_key, args.seconds, args.sequential)
                     results[name].append(result)
                     print(f"round {i + 1} {name}: {result}", flush=True)
             time.sleep(1)
-            ledger_rows = int(scalar(url, "SELECT count(*) FROM confgen_usage WHERE key_alias = 'bench'"))
+            ledger_rows = int(scalar(url, "SELECT count(*) FROM confgen_usage WHERE key_alias = 'bench'")) - rows_before
         finally:
             for gateway in (hooks, bare):
                 gateway.stop()
@@ -191,14 +208,15 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
 
     cost = 1 - med("hooks", "rps") / med("bare", "rps")
+    cpu_cost = 1 - med("bare", "cpu_ms") / med("hooks", "cpu_ms")
     added_seq = med("hooks", "seq_ms") - med("bare", "seq_ms")
     sent = int(sum(r["requests"] for r in results["hooks"]) + args.sequential * args.rounds)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cores = len(os.sched_getaffinity(0))
+    labels = (("bare LiteLLM (master key, no hooks)", "bare"), ("with our hooks (API key, limits, ledger)", "hooks"))
     rows = "\n".join(
         f"| {label} | {spread(name, 'rps')} | {med(name, 'p50'):.1f} | {med(name, 'p99'):.1f} | "
-        f"{med(name, 'seq_ms'):.1f} |" for label, name in (("bare LiteLLM (master key, no hooks)", "bare"),
-                                                           ("with our hooks (API key, limits, ledger)", "hooks")))
+        f"{med(name, 'seq_ms'):.1f} | {med(name, 'cpu_ms'):.2f} |" for label, name in labels)
     return f"""{SECTION}
 
 Date: {now}. Machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}.
@@ -210,15 +228,18 @@ template: with our hooks (custom_auth: API key from PostgreSQL via the 5 s cache
 limits through one Redis script per request and one at the end; the ledger callback writing one row per
 request) and bare (no custom_auth, no ledger callback: LiteLLM's master-key check). Alternating rounds
 of `wrk -t1 -c16 -d{args.seconds}s` (median of {args.rounds} rounds, min-max) and {args.sequential} sequential
-requests (median). Everything shares the same cores, load from other work on the machine included.
+requests (median). Everything shares the same cores, load from other work on the machine included, so
+the gateway process's own CPU time per request (all its threads, from /proc; PostgreSQL's and Redis's
+work is not in it) is reported too: it moves much less with the machine's load than requests/s do.
 
-| gateway | requests/s | p50 ms (c=16) | p99 ms (c=16) | sequential ms (c=1) |
-|---|---|---|---|---|
+| gateway | requests/s | p50 ms (c=16) | p99 ms (c=16) | sequential ms (c=1) | gateway CPU ms per request |
+|---|---|---|---|---|---|
 {rows}
 
-Throughput cost of the hooks: **{cost * 100:.1f}%** (goal: under 10%). Added latency at concurrency 1:
-{added_seq:+.2f} ms per request. Ledger rows written for the hooks gateway: {ledger_rows} of about {sent}
-requests sent (wrk's count excludes requests in flight when it stops).
+Throughput cost of the hooks: **{cost * 100:.1f}%** by requests/s, **{cpu_cost * 100:.1f}%** by the gateway's CPU
+per request (goal: under 10%). Added latency at concurrency 1: {added_seq:+.2f} ms per request. Ledger rows
+written for the hooks gateway during the rounds: {ledger_rows} for about {sent} requests sent (wrk's count
+excludes the requests in flight when it stops).
 
 Ledger writer alone: {args.rows:,} rows in batches of up to 1,000 (one `INSERT ... SELECT FROM unnest(...) ON
 CONFLICT (request_id) DO NOTHING` per batch) into PostgreSQL 15 on this machine: **{rate:,.0f} rows/s**

@@ -1,9 +1,9 @@
-"""OpenAI Codex CLI: a `[model_providers.confgen]` table speaking the Responses API (`wire_api = "responses"`,
-the only one Codex accepts) to the gateway's /v1/responses; the key comes from CONFGEN_API_KEY (env_key).
+"""OpenAI Codex CLI: a `[model_providers.confgen]` table speaking the Responses API to the gateway's
+/v1/responses (`wire_api = "responses"`, the only one Codex accepts); the key comes from CONFGEN_API_KEY.
 
 Written to $CODEX_HOME/config.toml (default ~/.codex); other catalog models become profiles in
-$CODEX_HOME/NAME.config.toml (`codex --profile NAME`; Codex 0.169 refuses `[profiles.*]` tables). The launcher passes the same settings as `-c key=value` overrides instead, so
-it never edits the user's file.
+$CODEX_HOME/NAME.config.toml (`codex --profile NAME`; Codex 0.169 refuses `[profiles.*]` tables). The
+launcher passes the same settings as `-c key=value` overrides instead, so it never edits the user's file.
 """
 
 from __future__ import annotations

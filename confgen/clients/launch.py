@@ -43,7 +43,7 @@ class Launch:
     required: tuple[str, ...]  # variables that must be set and non-empty
 
 
-def plan(agent: str, ep: Endpoint, key: str, environ: Mapping[str, str], binary: str,
+def plan(agent: str, ep: Endpoint, key: str, environ: Mapping[str, str], *, binary: str,
          args: Sequence[str]) -> Launch:
     """argv and environment for one client; nothing is checked or run yet."""
     drop = claude_code.CONFLICTING if agent == "claude" else ()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from confgen.atomic import write_atomic
 from confgen.clients.endpoint import MASTER_KEY_FILE, KeyRef, home
 from confgen.errors import ConfgenError
@@ -103,13 +105,13 @@ def for_user(project: Project, environ: Mapping[str, str], alias: str) -> UserKe
                    created=True)
 
 
-def _active(conn: object, path: Path) -> tuple[str, str] | None:
+def _active(conn: psycopg.Connection, path: Path) -> tuple[str, str] | None:
     """(key, prefix) when the file holds a key the store knows as active."""
     if not path.is_file():
         return None
     key = read_key(path, str(path))
     try:
-        record = store.find(conn, key)  # type: ignore[arg-type]
+        record = store.find(conn, key)
     except ConfgenError:
         return None  # unknown to this database (another gateway's, or the database was reset)
     return (key, record.prefix) if record.status(datetime.now(UTC)) == "active" else None

@@ -9,6 +9,7 @@ from confgen.commands import project_from
 from confgen.errors import ConfgenError
 from confgen.plan.checks import plan_checks
 from confgen.render import render_all
+from confgen.routing.plan import plan_routes
 from confgen.rules import secret_report, suspicious_env
 from confgen.vllm_check import check_commands
 
@@ -22,12 +23,14 @@ def command(ctx: click.Context, with_vllm: bool) -> int:
     project = project_from(ctx)
     selection, problems = load_all(project)
     problems += suspicious_env(selection)
+    routing_notes: list[str] = []
     if selection.models:
         try:
             render_all(selection)
+            routing_notes.append(plan_routes(selection).summary())  # deployments.yml, read by render_all too
         except ConfgenError as exc:
             problems += exc.problems
-    notes = secret_report(selection)
+    notes = secret_report(selection) + routing_notes
     plan_problems, plan_notes = plan_checks(selection)  # arch sections vs commands, GPU profiles
     problems += plan_problems
     notes += plan_notes

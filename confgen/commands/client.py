@@ -39,7 +39,7 @@ def endpoint_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--write", "write_files", is_flag=True,
               help="Write the files to the client's usual place (HOME, CODEX_HOME, ...), backing up what is there.")
 @click.pass_context
-def command(ctx: click.Context, name: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
+def command(ctx: click.Context, *, name: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
             base_url: str | None, ca_file: Path | None, show_key: bool, write_files: bool) -> int:
     """Print (or --write) the configuration of NAME for this gateway: each model with its context and a max
     output that fits it; the key is referenced by its file or a variable, never printed unless asked."""

@@ -21,7 +21,7 @@ from confgen.commands.client import endpoint_options
 @click.option("--dry-run", is_flag=True, help="Check and print what would run (no key values), do not start it.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def command(ctx: click.Context, agent: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
+def command(ctx: click.Context, *, agent: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
             base_url: str | None, ca_file: Path | None, binary: Path | None, dry_run: bool,
             args: tuple[str, ...]) -> int:
     """Make or reuse your key, check that the gateway answers, accepts it and serves the model, set the
@@ -34,7 +34,7 @@ def command(ctx: click.Context, agent: str, models: tuple[str, ...], key_file: P
     for line in key_lines(key):
         click.echo(line, err=True)
     launch.preflight(ep, key.value)
-    run = launch.plan(agent, ep, key.value, environ, exe, args)
+    run = launch.plan(agent, ep, key.value, environ, binary=exe, args=args)
     launch.check_env(run)
     click.echo(f"launching {agent} ({exe}) on {ep.base_url}, model {ep.default.name} "
                f"(context {ep.default.context or 'not set'}, max output {ep.default.max_output})", err=True)
@@ -45,4 +45,4 @@ def command(ctx: click.Context, agent: str, models: tuple[str, ...], key_file: P
             click.echo(f"{name}={value}")
         click.echo(" ".join(run.argv))
         return 0
-    launch.run(run)
+    return launch.run(run)

@@ -2,8 +2,9 @@
 
 The gateway modules (keys, auth cache, ledger, limits) call the small functions below; nothing else
 touches the metric objects. Metrics live in prometheus_client's default registry, which LiteLLM's
-`/metrics` serves. With several workers the launcher sets PROMETHEUS_MULTIPROC_DIR: each worker then
-writes its samples to files there and every scrape, whichever worker answers it, sums them all.
+`/metrics` serves. With PROMETHEUS_MULTIPROC_DIR set (the local launcher always sets it; the gateway
+container with several workers) each worker writes its samples to files there and every scrape,
+whichever worker answers it, sums them all.
 
 Label values are bounded on purpose: a label made from request input would let clients create
 unbounded series. Unknown reasons are recorded as "other".

@@ -134,6 +134,9 @@ class LedgerWriter:
             batch.append(self._queue.get(timeout=self.interval_s))
         except queue.Empty:
             return batch
+        # Rows arrive one by one: wait out the interval so one INSERT carries them all, not one INSERT each
+        # (at 100 rows/s: 0.41 -> 0.05 ms of CPU per row, docs/benchmarks.md "Gateway tuning"). close() cuts it short.
+        self._stop.wait(self.interval_s)
         while len(batch) < self.batch_max:
             try:
                 batch.append(self._queue.get_nowait())

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confgen.catalog import Selection
+from confgen.errors import ConfgenError
 from confgen.load import model_names
 from confgen.merge import ResolvedModel
 from confgen.routing.load import FILE_NAME, load_deployments
@@ -67,6 +68,17 @@ class RoutePlan:
         """Health probes only matter where a replica can leave the rotation: some model is not lone."""
         return any(not r.lone for r in self.models.values())
 
+    def summary(self) -> str:
+        """One line for `confgen check`: what the gateway will route where."""
+        replicated = [r for r in self.models.values() if len(r.replicas) > 1]
+        chains = [f"{r.name} -> {', '.join(r.fallbacks)}" for r in self.models.values() if r.fallbacks]
+        parts = [f"{len(replicated)} of {len(self.models)} models on several replicas "
+                 f"({sum(len(r.replicas) for r in replicated)} replicas)",
+                 f"fallbacks: {'; '.join(chains) or 'none'}",
+                 f"{self.gateway.instances} gateway instance{'s' if self.gateway.instances > 1 else ''}"
+                 + (" sharing state in Redis" if self.shared_state else "")]
+        return f"routing ({self.source}): {', '.join(parts)}"
+
     @property
     def health_staleness_s(self) -> int:
         return self.routing.health_interval_s * STALE_AFTER_INTERVALS
@@ -81,6 +93,10 @@ def plan_routes(selection: Selection, deployments: DeploymentsFile | None = None
     parsed = deployments if deployments is not None else load_deployments(project, model_names(project))
     source = source or (FILE_NAME if parsed is not None else "built-in defaults")
     parsed = parsed or DeploymentsFile()
+    if deployments is None and parsed.gateway.instances > 1 and selection.gvars.settings.REDIS_URL.lower() == "none":
+        raise ConfgenError.one(f"{FILE_NAME}: gateway.instances",
+                               f"{parsed.gateway.instances} gateways need Redis to share cooldowns and limits, "
+                               "but REDIS_URL is none", "set REDIS_URL in vars.env, or use one instance")
     served = {m.name: m.served_name for m in selection.models}
     models = {m.name: _route(m, parsed.models.get(m.name), parsed.routing, served) for m in selection.models}
     return RoutePlan(source, parsed.routing, parsed.gateway, models)

@@ -56,17 +56,17 @@ class Routing(_Strict):
     stream_idle_s: float = Field(
         120, gt=0, description="Streaming, models with a replica or fallback to go to: longest wait for the first "
                                "token and between tokens before the attempt is retried elsewhere.")
-    allowed_fails: int = Field(2, ge=0, description="Failures within cooldown_s before a replica is benched.")
+    allowed_fails: int = Field(1, ge=0, description="Failures within cooldown_s before a replica is benched.")
     cooldown_s: float = Field(30, gt=0, description="How long a failing replica is benched.")
-    health_interval_s: int = Field(15, ge=1, le=3600, description="Seconds between health probes of each replica.")
-    health_timeout_s: float = Field(30, gt=0, description="Longest a health probe (a one-token request) may take.")
+    health_interval_s: int = Field(10, ge=1, le=3600, description="Seconds between health probes of each replica.")
+    health_timeout_s: float = Field(20, gt=0, description="Longest a health probe (a one-token request) may take.")
 
 
 class Gateway(_Strict):
     """The gateway instances serving this config."""
 
     instances: int = Field(1, ge=1, le=64, description="Gateways behind one load balancer; more than one share "
-                                                       "cooldowns and health through Redis (CONFGEN_REDIS_URL).")
+                                                       "cooldowns and health through Redis (REDIS_URL).")
     redis_namespace: str = Field("confgen-router", pattern=r"^[A-Za-z0-9._:-]{1,64}$",
                                  description="Prefix of the router's keys in Redis.")
 

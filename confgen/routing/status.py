@@ -4,6 +4,7 @@ are the verdicts routing uses; without them the gateway probes every replica whe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +37,13 @@ def parse_health(body: dict[str, Any]) -> list[DeploymentState]:
 def _state(endpoint: dict[str, Any], healthy: bool) -> DeploymentState:
     model = str(endpoint.get("model") or "?").removeprefix(PROVIDER)
     error = str(endpoint.get("error") or "").strip().splitlines()
-    first = error[0] if error else ("" if healthy else "no detail")
+    first = _NOISE.sub("", error[0]).strip() if error else ("" if healthy else "no detail")
     return DeploymentState(model, str(endpoint.get("api_base") or "?"), healthy, first[:160])
+
+
+# LiteLLM's wrapping of the error ("litellm.InternalServerError: InternalServerError: Hosted_vllmException - ")
+# and aiohttp's "ssl:<ssl.SSLContext object at 0x...>" say nothing about the replica.
+_NOISE = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?|ssl:<[^>]*> ?")
 
 
 def fetch(gateway: str, master_key: str, timeout_s: float = TIMEOUT_S) -> list[DeploymentState]:

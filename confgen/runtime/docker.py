@@ -211,6 +211,9 @@ def compose_env(project: Project, environ: dict[str, str], deployment: Deploymen
 def up(project: Project, environ: dict[str, str], names: list[str], source: str, deadline_s: float) -> int:
     run = RunDir.for_root(project.root, environ)
     existing = read_state(run)
+    if existing is not None and not _stack_from_state(project, environ, existing).containers():
+        (run.path / STATE).unlink()  # gone (a reboot, `docker compose down` by hand): start afresh
+        existing = None
     if existing is not None:
         if existing.models == names:
             click.echo(f"already running: {', '.join(names)} at {existing.gateway} (./runMe.sh status | stop)")

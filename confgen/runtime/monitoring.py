@@ -1,4 +1,5 @@
-"""The local stack's optional Prometheus (Debian's package): its config, command line and data folder."""
+"""Monitoring at run time: the local stack's optional Prometheus (Debian's package), the gateway's
+metric files, and what the Docker monitoring profile needs on the host."""
 
 from __future__ import annotations
 

@@ -175,9 +175,13 @@ def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, s
     litellm = Path(sys.executable).parent / "litellm"
     env = {**environ, **secrets, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)  # with it set and Prisma missing, the proxy exits (FINDINGS)
-    # Every worker writes its metric samples here; a /metrics scrape sums them (LiteLLM wipes it at start).
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(monitoring.multiproc_dir(run))
-    monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
+    # Several workers each write their metric samples here; a /metrics scrape sums them (LiteLLM wipes it at
+    # start). One worker keeps them in memory: a file-backed sample costs the metrics callback about 40% more
+    # CPU (docs/benchmarks.md, "Gateway tuning").
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if settings.LITELLM_NUM_WORKERS > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(monitoring.multiproc_dir(run))
+        monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
     # uvicorn kills a worker that does not answer its health ping within 5 s; LiteLLM's import takes
     # longer on a busy machine, so workers were killed and restarted in a loop (measured: 40 restarts).
     env.setdefault("TIMEOUT_WORKER_HEALTHCHECK", "60")

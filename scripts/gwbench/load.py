@@ -9,7 +9,6 @@ import json
 import os
 import re
 import ssl
-import statistics
 import subprocess
 import tempfile
 import time
@@ -142,12 +141,11 @@ def ttft(target: Target, requests: int, max_tokens: int = 4) -> list[float]:
 def relay(target: Target, streams: int, *, max_tokens: int, warmup_s: float, seconds: float,
           cpu: Callable[[], float]) -> dict[str, float]:
     """`streams` concurrent streams, each started again when it ends. After `warmup_s`, a window of `seconds`:
-    tokens delivered per second, the server's CPU per token chunk, the client's own CPU, TTFT under load."""
+    tokens delivered per second, the server's CPU per token chunk, the client's own CPU."""
 
     async def run() -> dict[str, float]:
         tokens = 0
         errors = 0
-        firsts: list[float] = []
 
         def add(n: int) -> None:
             nonlocal tokens
@@ -157,32 +155,27 @@ def relay(target: Target, streams: int, *, max_tokens: int, warmup_s: float, sec
             nonlocal errors
             while True:
                 try:
-                    first = await _one_stream(client, target, _stream_body(max_tokens), add)
+                    await _one_stream(client, target, _stream_body(max_tokens), add)
                 except (httpx.HTTPError, RuntimeError):
                     errors += 1
                     await asyncio.sleep(0.05)
-                    continue
-                if first is not None:
-                    firsts.append(first * 1000)
 
         limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
         async with httpx.AsyncClient(verify=target.verify, timeout=60, limits=limits) as client:
             tasks = [asyncio.create_task(worker(client)) for _ in range(streams)]
             await asyncio.sleep(warmup_s)
-            t0, tok0, err0, n0 = time.perf_counter(), tokens, errors, len(firsts)
+            t0, tok0, err0 = time.perf_counter(), tokens, errors
             cpu0, client0 = cpu(), time.thread_time()
             await asyncio.sleep(seconds)
             elapsed = time.perf_counter() - t0
             used, client_used = cpu() - cpu0, time.thread_time() - client0
-            got, failed, window_firsts = tokens - tok0, errors - err0, firsts[n0:]
+            got, failed = tokens - tok0, errors - err0
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         return {"tokens_per_s": got / elapsed, "cpu_per_chunk_ms": used / max(got, 1) * 1000,
-                "server_cpu_share": used / elapsed, "client_cpu_share": client_used / elapsed,
-                "ttft_load_ms": statistics.median(window_firsts) if window_firsts else float("nan"),
-                "errors": float(failed)}
+                "server_cpu_share": used / elapsed, "client_cpu_share": client_used / elapsed, "errors": float(failed)}
 
     return asyncio.run(run())

@@ -189,7 +189,8 @@ def _nginx(work: Path, ports: Ports, vllm_key: str, stack: ExitStack) -> tuple[S
 
 
 @contextmanager
-def running_paths(ports: Ports, cores: Cores, start_timeout_s: float) -> Iterator[Bench]:
+def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool = False) -> Iterator[Bench]:
+    """Start every path; stop them at the end. keep: leave the work folder (configs, logs) in place."""
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     work.chmod(0o755)  # nginx's workers (nobody) read the prefix folder
     vllm_key = "bench-vllm-" + secrets.token_urlsafe(24)
@@ -199,7 +200,10 @@ def running_paths(ports: Ports, cores: Cores, start_timeout_s: float) -> Iterato
     if cores.clients:
         os.sched_setaffinity(0, cores.clients)  # this process, wrk and the simulator (children inherit it)
     with ExitStack() as stack:
-        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        if keep:
+            stack.callback(print, f"configs and logs kept in {work}")
+        else:
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
         api_key = db.create_key()
         stack.callback(db.drop)
         sim = stack.enter_context(running_sim(

@@ -90,31 +90,37 @@ def goals(res: Results) -> list[tuple[str, str, str, bool | None]]:
 
 
 def tables(res: Results, connections: int, streams: int) -> str:
-    ms1, ms2, n0 = _f(1), _f(2), _f(0)
-    lat = ["| path | c=1 p50 / p99 (ms) | added p50 / p99 (ms) | TTFT p50 / p90 (ms) | added TTFT p50 (ms) |",
-           "|---|---|---|---|---|"]
-    for route in res.latency_routes:
-        base = route == "direct"
-        ttfts = res.ttft_round_medians(route)
-        lat.append(
-            f"| {route} | {ms2(res.med(route, 'c1', 'p50_ms'))} / {ms2(res.med(route, 'c1', 'p99_ms'))} | "
-            + ("-" if base else f"{res.added(route, 'c1', 'p50_ms'):+.2f} / {res.added(route, 'c1', 'p99_ms'):+.2f}")
-            + f" | {ms2(statistics.median(ttfts) if ttfts else math.nan)} / {ms2(res.ttft_p90(route))} | "
-            + ("-" if base else f"{res.ttft_added(route):+.2f}") + " |")
-    cap = [f"| path | requests/s, c={connections} | p50 / p99 at c={connections} (ms) | gateway CPU per request (ms) | "
-           f"tokens/s, {streams} streams | gateway CPU per chunk (ms) | TTFT under {streams} streams (ms) | "
-           "peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
+    ms2, n0 = _f(2), _f(0)
+
+    def pair(route: str, measure: str, added: bool) -> str:
+        if not res.values(route, measure, "p50_ms") or (added and route == "direct"):
+            return "-"
+        if added:
+            return f"{res.added(route, measure, 'p50_ms'):+.2f} / {res.added(route, measure, 'p99_ms'):+.2f}"
+        return f"{ms2(res.med(route, measure, 'p50_ms'))} / {ms2(res.med(route, measure, 'p99_ms'))}"
+
+    lat = [f"| path | c=1 p50 / p99 (ms) | added at c=1 | c={connections} p50 / p99 (ms) | added at c={connections} | "
+           "TTFT p50 / p90 (ms) | added TTFT p50 |", "|---|---|---|---|---|---|---|"]
     for route in res.routes:
-        base = route == "direct"
+        ttfts = res.ttft_round_medians(route)
+        ttft = f"{ms2(statistics.median(ttfts))} / {ms2(res.ttft_p90(route))}" if ttfts else "-"
+        added_ttft = "-" if route == "direct" or not ttfts else f"{res.ttft_added(route):+.2f}"
+        lat.append(f"| {route} | {pair(route, 'c1', False)} | {pair(route, 'c1', True)} | "
+                   f"{pair(route, 'c32', False)} | {pair(route, 'c32', True)} | {ttft} | {added_ttft} |")
+    base_cpu = res.med(BASELINE, "c32", "cpu_ms")
+    cap = [f"| path | requests/s, c={connections} | gateway CPU per request (ms) | vs bare LiteLLM | "
+           f"tokens/s, {streams} streams | gateway CPU per chunk (ms) | peak RSS (MB) |",
+           "|---|---|---|---|---|---|---|"]
+    for route in res.routes:
+        gateway = route != "direct"
         rss = res.peak_rss.get(route)
         cap.append(
             f"| {route} | {spread(res.values(route, 'c32', 'rps'), n0)} | "
-            f"{ms1(res.med(route, 'c32', 'p50_ms'))} / {ms1(res.med(route, 'c32', 'p99_ms'))} | "
-            + ("-" if base else spread(res.values(route, "c32", "cpu_ms"), ms2)) + " | "
+            + (spread(res.values(route, "c32", "cpu_ms"), ms2) if gateway else "-") + " | "
+            + (f"{res.med(route, 'c32', 'cpu_ms') / base_cpu:.2f}" if gateway else "-") + " | "
             + spread(res.values(route, "relay", "tokens_per_s"), n0) + " | "
-            + ("-" if base else spread(res.values(route, "relay", "cpu_per_chunk_ms"), _f(3))) + " | "
-            + ms1(res.med(route, "relay", "ttft_load_ms")) + " | "
-            + ("-" if base or rss is None else f"{rss / 2**20:,.0f}") + " |")
+            + (spread(res.values(route, "relay", "cpu_per_chunk_ms"), _f(3)) if gateway else "-") + " | "
+            + (f"{rss / 2**20:,.0f}" if gateway and rss else "-") + " |")
     goal = ["| goal | target | measured | met |", "|---|---|---|---|"]
     goal += [f"| {g} | {t} | {m} | {'?' if ok is None else ('yes' if ok else 'no')} |" for g, t, m, ok in goals(res)]
     return "\n".join(lat) + "\n\n" + "\n".join(cap) + "\n\n" + "\n".join(goal)

@@ -71,7 +71,7 @@ def make_project(folder: Path, models: dict[str, str], gateway_port: int) -> Pro
     return Project(folder)
 
 
-def start_gateway(project: Project, names: list[str], port: int, folder: Path, database_url: str,
+def start_gateway(project: Project, names: list[str], port: int, *, folder: Path, database_url: str,
                   redis_prefix: str) -> Gateway:
     """The real LiteLLM on the config confgen renders for `names` (keys and ledger in `database_url`)."""
     out = folder / "generated"
@@ -121,15 +121,16 @@ class User:
 
 
 def ok(done: subprocess.CompletedProcess[str], what: str = "command") -> subprocess.CompletedProcess[str]:
-    assert done.returncode == 0, f"{what} -> {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"{what} -> {done.returncode}\nstdout:\n{done.stdout[-3000:]}\n"
+                                  f"stderr:\n{done.stderr[-3000:]}")
     return done
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     """The JSON objects among the lines of a CLI's output (Codex --json, Claude stream-json)."""
     found = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line.startswith("{"):
             try:
                 found.append(json.loads(line))

@@ -83,7 +83,8 @@ def available() -> bool:
     if shutil.which("unshare") is None:
         return False
     try:
-        return subprocess.run(["unshare", "-n", "--", "true"], capture_output=True, timeout=10).returncode == 0
+        probe = subprocess.run(["unshare", "-n", "--", "true"], capture_output=True, timeout=10, check=False)
+        return probe.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -125,8 +126,9 @@ class Bridge:
 def fallback_env(env: dict[str, str]) -> dict[str, str]:
     """Without a namespace: every proxied request goes to a closed port; only loopback goes direct."""
     dead = "http://127.0.0.1:9"
+    direct = "127.0.0.1,localhost"
     return {**env, "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "ALL_PROXY": dead, "http_proxy": dead,
-            "https_proxy": dead, "all_proxy": dead, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+            "https_proxy": dead, "all_proxy": dead, "NO_PROXY": direct, "no_proxy": direct}
 
 
 def _loopback_up() -> None:

@@ -63,7 +63,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             "sim-bridge": sim_model(SIM_BRIDGE, responses_api="translate"),
             "not-served": sim_model(NOBODY),  # in the catalog, not behind this gateway
         }, GATEWAY_PORT)
-        gateway = start_gateway(project, ["sim-native", "sim-bridge"], GATEWAY_PORT, folder, db, prefix)
+        gateway = start_gateway(project, ["sim-native", "sim-bridge"], GATEWAY_PORT, folder=folder, database_url=db,
+                                redis_prefix=prefix)
         (folder / "home").mkdir()
         (folder / "work").mkdir()
         user = User(project, folder / "home", folder / "work", db, GATEWAY_PORT)
@@ -100,11 +101,13 @@ def test_launch_claude_plain_answer_with_the_users_own_key(setup: Setup, sims: d
     result = _claude_result(done)
     assert result["result"].startswith("lorem ipsum")
     key = setup.user.key()
-    assert key.startswith("sk-") and key not in done.stdout + done.stderr
+    assert key.startswith("sk-")
+    assert key not in done.stdout + done.stderr
     assert f"key: your key '{ALIAS}'" in done.stderr
     rows = wait_ledger(setup.database_url, ALIAS, before + 1)[before:]
     assert {(r["route"], r["model"], r["status"]) for r in rows} == {("/v1/messages", "sim-native", 200)}
-    assert rows[0]["prompt_tokens"] > 1000 and rows[0]["completion_tokens"] > 0  # Claude Code's prompt
+    assert rows[0]["prompt_tokens"] > 1000
+    assert rows[0]["completion_tokens"] > 0
     assert sims["sim-native"].stats()["by_kind"] == {"chat": len(rows)}
 
 
@@ -133,7 +136,9 @@ def test_claude_code_with_the_settings_confgen_client_wrote(setup: Setup, sims: 
     wrote = ok(setup.user.confgen("client", "claude-code", "--model", "sim-native", "--write", isolate=False))
     assert f"merged into {settings}" in wrote.stdout
     doc = json.loads(settings.read_text())
-    assert doc["theme"] == "dark" and doc["env"]["MY_OWN"] == "1" and "ANTHROPIC_API_KEY" not in doc["env"]
+    assert doc["theme"] == "dark"
+    assert doc["env"]["MY_OWN"] == "1"
+    assert "ANTHROPIC_API_KEY" not in doc["env"]
     assert setup.user.key() not in settings.read_text()
     assert list(settings.parent.glob("settings.json.bak-*"))
     before = len(ledger(setup.database_url, ALIAS))
@@ -159,7 +164,8 @@ def test_launch_codex_plain_answer(setup: Setup, sims: dict[str, SimProc], model
     events = _codex_events(setup.user.confgen("launch", "codex", "--model", model, "--", "exec",
                                               "--skip-git-repo-check", "--json", "Say hello", timeout=CLIENT_TIMEOUT))
     messages = [e["item"]["text"] for e in events if e.get("item", {}).get("type") == "agent_message"]
-    assert messages and messages[-1].startswith("lorem ipsum")
+    assert messages
+    assert messages[-1].startswith("lorem ipsum")
     rows = wait_ledger(setup.database_url, ALIAS, before + 1)[before:]
     assert {(r["route"], r["model"], r["status"]) for r in rows} == {("/v1/responses", model, 200)}
     assert sims[model].stats()["by_kind"] == {backend_api: len(rows)}
@@ -175,7 +181,9 @@ def test_launch_codex_runs_the_tool_the_model_asks_for(setup: Setup, sims: dict[
                                               timeout=CLIENT_TIMEOUT))
     ran = [e["item"] for e in events if e.get("item", {}).get("type") == "command_execution"
            and e["type"] == "item.completed"]
-    assert ran and ran[0]["aggregated_output"].strip() == "from-codex-42" and ran[0]["exit_code"] == 0
+    assert ran
+    assert ran[0]["aggregated_output"].strip() == "from-codex-42"
+    assert ran[0]["exit_code"] == 0
     assert events[-2]["item"]["type"] == "agent_message"  # the model answered after the tool's result
     rows = wait_ledger(setup.database_url, ALIAS, before + 2)[before:]
     assert [r["route"] for r in rows] == ["/v1/responses", "/v1/responses"]
@@ -225,11 +233,13 @@ def test_every_agent_endpoint_records_usage_under_the_key(setup: Setup, sims: di
     assert final.stop_reason == "tool_use"
     counted = httpx.post(f"{base}/v1/messages/count_tokens", headers={"Authorization": f"Bearer {key}"}, timeout=30,
                          json={"model": "sim-native", "messages": [{"role": "user", "content": "Hello there"}]})
-    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["input_tokens"] > 0
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)
     chat = client.chat.completions.create(model="sim-native", tools=tools_oa,
                                           messages=[{"role": "user", "content": "call tool get_weather"}])
-    assert chat.choices[0].message.tool_calls and chat.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert chat.choices[0].message.tool_calls
+    assert chat.choices[0].message.tool_calls[0].function.name == "get_weather"
     for model in ("sim-native", "sim-bridge"):
         response = client.responses.create(model=model, input="call tool get_weather",
                                            tools=[{"type": "function", "name": "get_weather",
@@ -239,7 +249,8 @@ def test_every_agent_endpoint_records_usage_under_the_key(setup: Setup, sims: di
     assert sorted((r["route"], r["model"]) for r in rows if r["route"] != "/v1/messages/count_tokens") == [
         ("/v1/chat/completions", "sim-native"), ("/v1/messages", "sim-native"), ("/v1/responses", "sim-bridge"),
         ("/v1/responses", "sim-native")]
-    assert all(r["status"] == 200 and r["completion_tokens"] > 0 for r in rows if r["route"] != "/v1/messages/count_tokens")
+    answered = [r for r in rows if r["route"] != "/v1/messages/count_tokens"]
+    assert all(r["status"] == 200 and r["completion_tokens"] > 0 for r in answered), rows
     assert sims["sim-native"].stats()["by_kind"] == {"chat": 2, "responses": 1}
     assert sims["sim-bridge"].stats()["by_kind"] == {"chat": 1}
 
@@ -271,7 +282,8 @@ def test_launch_passes_the_environment_to_the_client(setup: Setup) -> None:
         assert env[name] == "sim-native"
     assert (env["CLAUDE_CODE_ATTRIBUTION_HEADER"], env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"],
             env["DISABLE_AUTOUPDATER"], env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"]) == ("0", "1", "1", "1024")
-    assert "ANTHROPIC_API_KEY" not in env and "CLAUDE_CODE_USE_BEDROCK" not in env
+    assert "ANTHROPIC_API_KEY" not in env
+    assert "CLAUDE_CODE_USE_BEDROCK" not in env
     assert "127.0.0.1" in env["NO_PROXY"].split(",")
     codex = ok(setup.user.confgen("launch", "codex", "--model", "sim-bridge", "--bin", "/usr/bin/echo", "--",
                                   "exec", "hi", isolate=False))

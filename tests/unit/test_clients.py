@@ -77,8 +77,8 @@ def test_claude_code_settings(run_cli: RunCli, home: Path, key_file: Path) -> No
     assert "512-token context: below the 100k" in result.stdout
 
 
-def test_codex_config_and_profiles(run_cli: RunCli, home: Path, key_file: Path, project: Project,
-                                   tiny_doc: dict[str, Any], write_model: Callable[..., Path]) -> None:
+def test_codex_config_and_profiles(run_cli: RunCli, home: Path, key_file: Path, tiny_doc: dict[str, Any],
+                                   write_model: Callable[..., Path]) -> None:
     tiny_doc["serve"] = {"port": 8001}
     tiny_doc["litellm"]["timeout"] = 900
     write_model("qwen2.5-small", tiny_doc)
@@ -142,7 +142,9 @@ def test_write_backs_up_and_merges_claude_settings(run_cli: RunCli, home: Path, 
     backups = list(settings.parent.glob("settings.json.bak-*"))
     assert [json.loads(b.read_text())["env"]["ANTHROPIC_API_KEY"] for b in backups] == ["sk-ant-x"]
     doc = json.loads(settings.read_text())
-    assert doc["model"] == "opus" and doc["env"]["KEEP"] == "1" and "ANTHROPIC_API_KEY" not in doc["env"]
+    assert doc["model"] == "opus"
+    assert doc["env"]["KEEP"] == "1"
+    assert "ANTHROPIC_API_KEY" not in doc["env"]
     assert doc["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"
     assert result.stdout.startswith(f"merged into {settings} (the old one is in {backups[0]})")
     again = client(run_cli, home, key_file, "claude-code", "--write")
@@ -168,7 +170,8 @@ def test_write_merges_copilot_providers(run_cli: RunCli, home: Path, key_file: P
     assert client(run_cli, home, key_file, "copilot", "--write").exit_code == 0
     doc = json.loads(path.read_text())
     assert [p["name"] for p in doc] == ["other", "confgen gateway"]
-    assert "old" not in doc[1] and doc[1]["models"][0]["id"] == "tiny-cpu"
+    assert "old" not in doc[1]
+    assert doc[1]["models"][0]["id"] == "tiny-cpu"
 
 
 def test_write_refuses_a_broken_json_file(run_cli: RunCli, home: Path, key_file: Path) -> None:
@@ -233,10 +236,11 @@ def _endpoint(https: bool = False) -> Endpoint:
 def test_claude_launch_environment() -> None:
     run = launch.plan("claude", _endpoint(https=True), KEY, {"ANTHROPIC_API_KEY": "sk-ant", "PATH": "/bin",
                                                               "CLAUDE_CODE_USE_VERTEX": "1", "NO_PROXY": "corp"},
-                      "/bin/claude", ["-p", "hi"])
+                      binary="/bin/claude", args=["-p", "hi"])
     assert run.argv == ["/bin/claude", "-p", "hi"]
     env = run.env
-    assert "ANTHROPIC_API_KEY" not in env and "CLAUDE_CODE_USE_VERTEX" not in env
+    assert "ANTHROPIC_API_KEY" not in env
+    assert "CLAUDE_CODE_USE_VERTEX" not in env
     assert (env["ANTHROPIC_AUTH_TOKEN"], env["ANTHROPIC_DEFAULT_HAIKU_MODEL"], env["ANTHROPIC_DEFAULT_OPUS_MODEL"],
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"], env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"],
             env["NODE_EXTRA_CA_CERTS"], env["API_TIMEOUT_MS"]) == (
@@ -247,7 +251,7 @@ def test_claude_launch_environment() -> None:
 
 
 def test_launch_refuses_a_missing_variable() -> None:
-    run = launch.plan("claude", _endpoint(), "", {}, "/bin/claude", [])
+    run = launch.plan("claude", _endpoint(), "", {}, binary="/bin/claude", args=[])
     with pytest.raises(ConfgenError) as caught:
         launch.check_env(run)
     assert caught.value.exit_code == 3
@@ -255,8 +259,9 @@ def test_launch_refuses_a_missing_variable() -> None:
 
 
 def test_codex_launch_overrides_are_toml() -> None:
-    run = launch.plan("codex", _endpoint(https=True), KEY, {}, "/bin/codex", ["exec", "hi"])
-    assert run.argv[0] == "/bin/codex" and run.argv[-2:] == ["exec", "hi"]
+    run = launch.plan("codex", _endpoint(https=True), KEY, {}, binary="/bin/codex", args=["exec", "hi"])
+    assert run.argv[0] == "/bin/codex"
+    assert run.argv[-2:] == ["exec", "hi"]
     pairs = run.argv[1:-2]
     assert pairs[::2] == ["-c"] * (len(pairs) // 2)
     parsed: dict[str, Any] = {}
@@ -279,14 +284,15 @@ def test_tested_versions_match_the_pinned_clients() -> None:
     assert claude_code.NAME == "claude-code"
 
 
-@pytest.mark.parametrize(("settings", "passthrough", "bridged"), [
+@pytest.mark.parametrize("case", [
     ({}, False, False),
     ({"messages_api": "passthrough"}, True, False),
     ({"responses_api": "translate"}, False, True),
 ])
 def test_agent_api_settings_in_the_gateway_config(project: Project, tiny_doc: dict[str, Any],
-                                                  write_model: Callable[..., Path], settings: dict[str, str],
-                                                  passthrough: bool, bridged: bool) -> None:
+                                                  write_model: Callable[..., Path],
+                                                  case: tuple[dict[str, str], bool, bool]) -> None:
+    settings, passthrough, bridged = case
     tiny_doc["litellm"].update(settings)
     write_model("tiny-cpu", tiny_doc)
     entry = yaml.safe_load(render_all(selection_of(project))["config.yaml"])["model_list"][0]
@@ -300,4 +306,5 @@ def test_agent_api_setting_rejects_other_values(run_cli: RunCli, tiny_doc: dict[
     write_model("tiny-cpu", tiny_doc)
     result = run_cli("check")
     assert result.exit_code == 1
-    assert "litellm.messages_api" in result.stderr and "'translate' or 'passthrough'" in result.stderr
+    assert "litellm.messages_api" in result.stderr
+    assert "'translate' or 'passthrough'" in result.stderr

@@ -63,9 +63,9 @@ def test_config_yaml_is_litellm_config(
                 "max_input_tokens": 512,
                 "max_output_tokens": 64,
                 # A lone replica (no deployments.yml): never benched (cooldown 0), see test_render_routing.py.
-                "allowed_fails": 2,
+                "allowed_fails": 1,
                 "cooldown_time": 0.0,
-                "health_check_timeout": 30,
+                "health_check_timeout": 20,
                 "health_check_max_tokens": 1,
             },
         }

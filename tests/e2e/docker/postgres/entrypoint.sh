@@ -8,7 +8,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)
   printf '%s\n' "$password" >"$pwfile"
   chown postgres "$pwfile"
+  # UTF8 as the official image (a SQL_ASCII database hands text to psycopg as bytes).
   as_postgres initdb -D "$PGDATA" -U "${POSTGRES_USER:?}" --pwfile="$pwfile" --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 \
     --auth-local=trust >/dev/null
   rm -f "$pwfile"
   as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
