@@ -9,6 +9,7 @@ from confgen.commands import project_from
 from confgen.errors import ConfgenError
 from confgen.plan.checks import plan_checks
 from confgen.render import render_all
+from confgen.routing.load import FILE_NAME
 from confgen.routing.plan import plan_routes
 from confgen.rules import secret_report, suspicious_env
 from confgen.vllm_check import check_commands
@@ -27,7 +28,9 @@ def command(ctx: click.Context, with_vllm: bool) -> int:
     if selection.models:
         try:
             render_all(selection)
-            routing_notes.append(plan_routes(selection).summary())  # deployments.yml, read by render_all too
+            routes = plan_routes(selection)  # deployments.yml, read (and validated) by render_all too
+            if routes.source == FILE_NAME:
+                routing_notes.append(routes.summary())
         except ConfgenError as exc:
             problems += exc.problems
     notes = secret_report(selection) + routing_notes

@@ -139,14 +139,14 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return found
 
 
-def ledger(database_url: str, alias: str | None = None, since_id: int = 0) -> list[dict[str, Any]]:
+def ledger(database_url: str, alias: str | None = None) -> list[dict[str, Any]]:
     """Usage rows (oldest first), of one key alias if given."""
     query = ("SELECT key_alias, key_prefix, model, route, prompt_tokens, completion_tokens, status, stream "
              "FROM confgen_usage" + (" WHERE key_alias = %s" if alias else "") + " ORDER BY ts")
     with psycopg.connect(database_url, autocommit=True, connect_timeout=3) as conn:
         cur = conn.execute(query.encode(), (alias,) if alias else ())
         names = [c.name for c in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()][since_id:]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def wait_ledger(database_url: str, alias: str, count: int, timeout: float = 20) -> list[dict[str, Any]]:

@@ -313,3 +313,14 @@ def test_launch_without_the_client_installed(setup: Setup) -> None:
                               PATH=str(Path(sys.executable).parent))
     assert done.returncode == 3
     assert "codex: not found on PATH (npm install -g @openai/codex@0.169.0" in done.stderr
+
+
+def test_the_master_key_is_the_fallback_when_the_key_store_is_down(setup: Setup) -> None:
+    done = ok(setup.user.confgen("client", "openai", "--model", "sim-native", isolate=False, USER="nobody",
+                                 DATABASE_URL="postgresql://postgres@127.0.0.1:1/confgen"))
+    master = setup.user.project.secrets_dir / "LITELLM_MASTER_KEY"
+    assert done.stderr.startswith("warning: the key store (DATABASE_URL=postgresql://postgres@127.0.0.1:1/confgen) "
+                                  "is unreachable: PostgreSQL is not reachable")
+    assert "using the master key (secrets/LITELLM_MASTER_KEY) instead of a key of your own" in done.stderr
+    assert f'export OPENAI_API_KEY="$(cat {master})"' in done.stdout
+    assert MASTER_KEY not in done.stdout + done.stderr

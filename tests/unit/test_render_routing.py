@@ -197,6 +197,15 @@ def test_bad_deployments_say_where_what_and_how(two_models: Project, text: str, 
     assert str(info.value) == message
 
 
+def test_check_summarises_the_deployments_file(two_models: Project, run_cli: Callable[..., Any]) -> None:
+    write_deployments(two_models, {"gateway": {"instances": 2}, "models": {
+        "tiny-cpu": {"replicas": [{"api_base": "http://a:1/v1"}, {"api_base": "http://b:1/v1"}],
+                     "fallbacks": ["small"]}}})
+    result = run_cli("check", "--no-vllm")
+    assert ("note: routing (deployments.yml): 1 of 2 models on several replicas (2 replicas), fallbacks: "
+            "tiny-cpu -> small-model, 2 gateway instances sharing state in Redis\n") in result.stdout
+
+
 def test_check_reports_the_deployments_file(two_models: Project, run_cli: Callable[..., Any]) -> None:
     write_deployments(two_models, "models:\n  nope:\n    replicas: [{api_base: 'http://a:1/v1'}]\n")
     result = run_cli("check", "--no-vllm")

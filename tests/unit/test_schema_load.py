@@ -114,8 +114,8 @@ def test_unreadable_files_say_where_and_how_to_fix(
             "litellm.temprature",
             0.5,
             "models/x.yml: litellm.temprature: unknown key (did you mean 'temperature'? allowed: "
-            "max_parallel_requests, max_tokens, repetition_penalty, rpm, temperature, timeout, "
-            "top_k, top_p, tpm)",
+            "max_parallel_requests, max_tokens, messages_api, repetition_penalty, responses_api, rpm, "
+            "temperature, timeout, top_k, top_p, tpm)",
         ),
         (
             "info.descripton",
