@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 Run = dict[str, float]
 SECTION = "## Gateway overhead: direct, nginx hop, bare LiteLLM, our stack"
@@ -117,7 +118,7 @@ def tables(res: Results, connections: int, streams: int) -> str:
         cap.append(
             f"| {route} | {spread(res.values(route, 'c32', 'rps'), n0)} | "
             + (spread(res.values(route, "c32", "cpu_ms"), ms2) if gateway else "-") + " | "
-            + (f"{res.med(route, 'c32', 'cpu_ms') / base_cpu:.2f}" if gateway else "-") + " | "
+            + (_ratio(res.med(route, "c32", "cpu_ms") / base_cpu) if gateway else "-") + " | "
             + spread(res.values(route, "relay", "tokens_per_s"), n0) + " | "
             + (spread(res.values(route, "relay", "cpu_per_chunk_ms"), _f(3)) if gateway else "-") + " | "
             + (f"{rss / 2**20:,.0f}" if gateway and rss else "-") + " |")
@@ -136,20 +137,25 @@ def plot(res: Results, path: Path, connections: int, streams: int, title: str) -
     names = res.routes
     gateways = [r for r in names if r != "direct"]
 
-    def bars(ax: object, labels: list[str], *, measure: str, key: str, ylabel: str, heading: str) -> None:
+    def bars(ax: Any, labels: list[str], *, measure: str, key: str, ylabel: str, heading: str,
+             log: bool = False) -> None:
         meds = [res.med(r, measure, key) for r in labels]
         lows = [m - min(res.values(r, measure, key), default=m) for r, m in zip(labels, meds, strict=True)]
         highs = [max(res.values(r, measure, key), default=m) - m for r, m in zip(labels, meds, strict=True)]
-        ax.bar(range(len(labels)), meds, yerr=[lows, highs], capsize=4, color="#4c72b0")  # type: ignore[attr-defined]
-        ax.set_xticks(range(len(labels)), [r.replace(", ", ",\n") for r in labels], fontsize=8)  # type: ignore[attr-defined]
-        ax.set_ylabel(ylabel)  # type: ignore[attr-defined]
-        ax.set_title(heading, fontsize=10)  # type: ignore[attr-defined]
+        drawn = ax.bar(range(len(labels)), meds, yerr=[lows, highs], capsize=4, color="#4c72b0")
+        ax.bar_label(drawn, labels=[_short(m) for m in meds], fontsize=8, padding=2)
+        ax.set_xticks(range(len(labels)), [r.replace(", ", ",\n") for r in labels], fontsize=8)
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+        ax.margins(y=0.12)
+        ax.set_title(heading, fontsize=10)
 
     bars(axes[0][0], names, measure="c32", key="rps", ylabel="requests/s",
-         heading=f"Throughput, non-streaming, c={connections}")
+         heading=f"Throughput, non-streaming, c={connections}", log=True)
     bars(axes[0][1], gateways, measure="c32", key="cpu_ms", ylabel="ms of CPU", heading="Gateway CPU per request")
     bars(axes[1][0], names, measure="relay", key="tokens_per_s", ylabel="tokens/s",
-         heading=f"Streaming relay, {streams} streams")
+         heading=f"Streaming relay, {streams} streams", log=True)
     bars(axes[1][1], gateways, measure="relay", key="cpu_per_chunk_ms", ylabel="ms of CPU",
          heading="Gateway CPU per streamed chunk")
     axes[1][1].axhline(0.2, color="#c44e52", linestyle="--", linewidth=1, label="goal: 0.2 ms")
@@ -158,6 +164,16 @@ def plot(res: Results, path: Path, connections: int, streams: int, title: str) -
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _ratio(x: float) -> str:
+    return "-" if math.isnan(x) else (f"{x:.2f}" if x >= 0.01 else "<0.01")
+
+
+def _short(x: float) -> str:
+    if math.isnan(x):
+        return "-"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def write_section(bench: Path, text: str) -> None:
