@@ -6,6 +6,7 @@
         httpx.post(f"{sim.url}/v1/chat/completions", json={...})   # sim.url = http://127.0.0.1:15100
         sim.set_faults(error_rate=0.5)          # POST /sim/faults: flip faults while it runs
         sim.stats()["by_status"]                # GET /sim/stats: {"requests", "by_status": {"200": n}, ...}
+        sim.stats()["by_kind"]                  # which API was called: {"chat": n, "responses": n, ...}
         sim.reset_stats()
 
 `running_sim` refuses a port already in use, waits (at most `ready_timeout` seconds) until `/health`

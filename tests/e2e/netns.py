@@ -101,8 +101,7 @@ class Bridge:
     def __enter__(self) -> Bridge:
         if self.isolated:
             for port in self.ports:
-                server = _UnixServer(str(self.socket(port)),
-                                     _handler(lambda port=port: socket.create_connection(("127.0.0.1", port), 10)))
+                server = _UnixServer(str(self.socket(port)), _handler(lambda port=port: _tcp_connection(port)))
                 threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
                 self._servers.append(server)
         return self
@@ -153,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = subprocess.run(command, check=False)
     sys.stdout.flush()
     os._exit(done.returncode)  # daemon threads may sit in recv(); leave without waiting for them
+
+
+def _tcp_connection(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), 10)
+    sock.settimeout(None)  # the 10 s were for connecting: an answer may take longer
+    return sock
 
 
 def _unix_connection(path: str) -> socket.socket:

@@ -285,6 +285,10 @@ def test_launch_passes_the_environment_to_the_client(setup: Setup) -> None:
     assert "ANTHROPIC_API_KEY" not in env
     assert "CLAUDE_CODE_USE_BEDROCK" not in env
     assert "127.0.0.1" in env["NO_PROXY"].split(",")
+    dry = ok(setup.user.confgen("launch", "claude", "--model", "sim-native", "--bin", "/usr/bin/env", "--dry-run",
+                                isolate=False))
+    assert "ANTHROPIC_AUTH_TOKEN=***\n" in dry.stdout
+    assert setup.user.key() not in dry.stdout + dry.stderr
     codex = ok(setup.user.confgen("launch", "codex", "--model", "sim-bridge", "--bin", "/usr/bin/echo", "--",
                                   "exec", "hi", isolate=False))
     assert 'model_providers.confgen={name = "confgen gateway", base_url = "http://127.0.0.1:14300/v1", ' \
