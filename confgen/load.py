@@ -136,14 +136,14 @@ def _model_of(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def load_model_file(project: Project, path: Path) -> ModelFile:
-    where = project.rel(path)
+def read_yaml(path: Path, where: str) -> Any:
+    """Parse a YAML file; unreadable files and syntax errors become a ConfgenError with the line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfgenError.one(where, f"cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -151,6 +151,11 @@ def load_model_file(project: Project, path: Path) -> ModelFile:
         raise ConfgenError.one(f"{where}", f"YAML syntax error at {line}{problem}", "fix the YAML") from None
     except RecursionError:
         raise ConfgenError.one(where, "YAML is nested too deeply to read", "fix the YAML") from None
+
+
+def load_model_file(project: Project, path: Path) -> ModelFile:
+    where = project.rel(path)
+    data = read_yaml(path, where)
     if data is None:
         raise ConfgenError.one(where, "file is empty", "add the info, command, env and litellm sections")
     if not isinstance(data, dict):

@@ -7,11 +7,10 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from confgen.errors import ConfgenError, Problem
-from confgen.load import Project, _model_of, _what
+from confgen.load import Project, _model_of, _what, read_yaml
 from confgen.routing.schema import DeploymentsFile
 
 FILE_NAME = "deployments.yml"
@@ -41,17 +40,7 @@ def load_deployments(project: Project, known_models: list[str]) -> DeploymentsFi
 
 
 def _read_yaml(path: Path, where: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfgenError.one(where, f"cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfgenError.one(where, f"YAML syntax error at {line}{problem}", "fix the YAML") from None
+    data = read_yaml(path, where)
     if data is not None and not isinstance(data, dict):
         raise ConfgenError.one(where, f"expected a mapping with routing, gateway and models, got {type(data).__name__}",
                                "see deployments.example.yml")
