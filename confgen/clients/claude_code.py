@@ -39,8 +39,8 @@ def env_for(ep: Endpoint) -> dict[str, str]:
         # Its default for models it does not know is 32000, more than most contexts hold next to its prompt.
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(min(main.max_output, small.max_output)),
         "API_TIMEOUT_MS": str(int(max(main.timeout_s, small.timeout_s) * 1000)),
-        # Off: the attribution block at the head of the system prompt changes per request and so defeats
-        # vLLM's prefix cache (checked: with it unset the first system block is x-anthropic-billing-header).
+        # Off: the attribution block at the head of the system prompt (x-anthropic-billing-header:
+        # cc_version=..., checked with 2.1.332) varies and so defeats vLLM's prefix cache.
         "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",  # no telemetry, error reports, update checks
         "DISABLE_AUTOUPDATER": "1",
