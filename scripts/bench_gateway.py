@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -113,9 +114,7 @@ def section(res: report.Results, args: argparse.Namespace, cores: Cores, notes: 
                f"pinned with sched_setaffinity (what `taskset` does): one-worker gateways and nginx on core(s) "
                f"{_cores(cores.gateway)}, the 2-worker gateway on {_cores(cores.gateway2)}, wrk, the stream "
                f"client and the simulator on {_cores(cores.clients)}")
-    return f"""{report.SECTION}
-
-Date: {notes['date']}. Machine: {machine()}; load average {notes['load_before']} before the run,
+    text = f"""Date: {notes['date']}. Machine: {machine()}; load average {notes['load_before']} before the run,
 {notes['load_after']} after it. Versions: {versions()}.
 Command: `{command(args)}` (after `./runMe.sh install`; needs wrk and nginx from `requirements/apt.txt`,
 and PostgreSQL and Redis as in `vars.env`). Plot: `docs/bench-gateway.png`. Wall time: {notes['wall']}.
@@ -140,9 +139,9 @@ measurement runs on every path in a shuffled order before the next one; {args.ro
 {pinning}. Warm-up requests first, not counted. Errors (non-2xx or socket errors): {notes['errors']}.
 
 Load generators: {client_note(res, args)}
-
-{report.tables(res, args.connections, args.streams)}
 """
+    paragraphs = [textwrap.fill(" ".join(p.split()), 108, break_on_hyphens=False) for p in text.split("\n\n")]
+    return "\n\n".join([report.SECTION, *paragraphs, report.tables(res, args.connections, args.streams)]) + "\n"
 
 
 def client_note(res: report.Results, args: argparse.Namespace) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from confgen.errors import ConfgenError, LaunchError
 from confgen.gateway.config import ENV
 from confgen.load import Project, load_vars
-from confgen.runtime import datastores, ports, secret_files
+from confgen.runtime import datastores, gateway_tuning, ports, secret_files
 from confgen.runtime.rundir import RunDir
 
 REQUIRED = ("LITELLM_MASTER_KEY", "VLLM_API_KEY")
@@ -84,9 +84,12 @@ def prepare(project: Project, config: Path, secrets_dir: Path, environ: dict[str
         metrics = Path(env.get("TMPDIR", "/tmp")) / "prometheus-multiproc"  # noqa: S108 - the container's own /tmp
         metrics.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    for name, value in gateway_tuning.WORKER_ENV.items():  # workers get time to start on a busy machine
+        env.setdefault(name, value)
     litellm = Path(sys.executable).parent / "litellm"
     argv = [str(litellm), "--config", str(config), "--host", host, "--port", str(port),
-            "--num_workers", str(settings.LITELLM_NUM_WORKERS)]
+            "--num_workers", str(settings.LITELLM_NUM_WORKERS),
+            *gateway_tuning.proxy_args(Path(env.get("TMPDIR", "/tmp")))]  # noqa: S108 - the container's own /tmp
     return GatewayLaunch(argv=argv, env=env)
 
 

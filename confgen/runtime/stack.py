@@ -184,7 +184,8 @@ def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, s
         monitoring.multiproc_dir(run).mkdir(parents=True, exist_ok=True)
     # uvicorn kills a worker that does not answer its health ping within 5 s; LiteLLM's import takes
     # longer on a busy machine, so workers were killed and restarted in a loop (measured: 40 restarts).
-    env.setdefault("TIMEOUT_WORKER_HEALTHCHECK", "60")
+    for name, value in gateway_tuning.WORKER_ENV.items():
+        env.setdefault(name, value)
     argv = [str(litellm), "--config", str(run.generated / "config.yaml"), "--host", settings.LITELLM_HOST,
             "--port", str(settings.LITELLM_PORT), "--num_workers", str(settings.LITELLM_NUM_WORKERS),
             *gateway_tuning.proxy_args(run.generated)]
