@@ -178,7 +178,12 @@ def test_zz_vllm_down_gives_clean_5xx_then_recovers(stack: Stack) -> None:
             time.sleep(1)
         resp = httpx.post(f"{stack.base}/v1/chat/completions", headers=headers, json=body, timeout=60)
         assert resp.status_code == 200
-    finally:
+    except BaseException:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        raise
+    finally:
         log.close()
+    # The restarted vLLM now serves the stack: record it so later tests use it and `stop` ends it.
+    state["procs"] = [p if p["name"] != "vllm" else {**p, "pid": proc.pid} for p in state["procs"]]
+    (stack.run_dir / "state.json").write_text(json.dumps(state))
