@@ -34,6 +34,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import benchdoc
 import httpx
 import yaml
 
@@ -142,13 +143,7 @@ def insert_rate(url: str, rows: int, folder: Path) -> tuple[float, int]:
 
 
 def write_section(text: str) -> None:
-    bench = ROOT / "docs" / "benchmarks.md"
-    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        nxt = rest.find("\n## ")
-        existing = head + (rest[nxt + 1:] if nxt != -1 else "")
-    bench.write_text(existing.rstrip() + "\n\n" + text)
+    benchdoc.write_section(SECTION, text)
 
 
 def main() -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import ssl
 import statistics
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import benchdoc
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,15 +110,8 @@ def measure(rounds: int, ca: Path) -> dict[str, list[float]]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
-    return (f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python "
-            f"{platform.python_version()}, {nginx_version.removeprefix('nginx version: ')}")
+    return f"{benchdoc.machine()}, {nginx_version.removeprefix('nginx version: ')}"
 
 
 def write_report(results: dict[str, list[float]], rounds: int) -> str:
@@ -165,14 +158,7 @@ median direct.
 |---|---|---|---|---|
 {table}
 """
-    bench = ROOT / "docs" / "benchmarks.md"
-    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        nxt = rest.find("\n## ")
-        existing = head + (rest[nxt + 1:] if nxt != -1 else "")
-    bench.parent.mkdir(exist_ok=True)
-    bench.write_text(existing.rstrip() + "\n\n" + text)
+    benchdoc.write_section(SECTION, text)
     return text
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+import benchdoc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,13 +73,6 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60e3, "h": 3600e3}[unit]
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
-
-
 def report(results: dict[str, list[dict[str, float]]], rounds: int, seconds: int) -> str:
     rows = []
     for name, _, _, connections, chunks, _ in WORKLOADS:
@@ -95,7 +89,7 @@ def report(results: dict[str, list[dict[str, float]]], rounds: int, seconds: int
     table = "\n".join(rows)
     return f"""{SECTION}
 
-Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Machine: {machine()}.
+Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Machine: {benchdoc.machine()}.
 Command: `.venv/bin/python scripts/bench_sim.py --rounds {rounds} --seconds {seconds}` (needs `wrk`).
 
 Method: one simulator process (latency model zero unless the row says otherwise); `wrk -t1`, {seconds} s
@@ -114,14 +108,7 @@ the simulator is not the bottleneck of a gateway benchmark on these machines.
 
 
 def write_section(text: str) -> None:
-    bench = ROOT / "docs" / "benchmarks.md"
-    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        nxt = rest.find("\n## ")
-        existing = head + (rest[nxt + 1:] if nxt != -1 else "")
-    bench.parent.mkdir(exist_ok=True)
-    bench.write_text(existing.rstrip() + "\n\n" + text)
+    benchdoc.write_section(SECTION, text)
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import benchdoc
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,19 +65,6 @@ def one_round(port: int) -> dict[str, float]:
             "steady_gw_ms": steady_gw, "steady_vllm_ms": steady_vllm}
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
-
-
 def write_report(rounds: list[dict[str, float]]) -> str:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
@@ -88,7 +75,7 @@ def write_report(rounds: list[dict[str, float]]) -> str:
     overhead = med("steady_gw_ms") - med("steady_vllm_ms")
     text = f"""{SECTION}
 
-Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Machine: {machine()}.
+Date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}. Machine: {benchdoc.machine()}.
 Command: `.venv/bin/python scripts/bench_startup.py --rounds {len(rounds)}`.
 
 Method: `./runMe.sh install` first (not timed). Each round starts `./runMe.sh` (MODEL={MODEL}) with a
@@ -106,14 +93,7 @@ Median ready time: **{med("ready_s"):.1f} s** (target: under 60 s). Median stead
 {med("steady_gw_ms"):.1f} ms through the gateway vs {med("steady_vllm_ms"):.1f} ms direct, ratio
 {med("steady_gw_ms") / med("steady_vllm_ms"):.2f} (gateway overhead {overhead:.1f} ms per request).
 """
-    bench = ROOT / "docs" / "benchmarks.md"
-    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        nxt = rest.find("\n## ")
-        existing = head + (rest[nxt + 1:] if nxt != -1 else "")
-    bench.parent.mkdir(exist_ok=True)
-    bench.write_text(existing.rstrip() + "\n\n" + text)
+    benchdoc.write_section(SECTION, text)
     return text
 
 

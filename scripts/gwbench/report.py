@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchdoc
+
 Run = dict[str, float]
 SECTION = "## Gateway overhead: direct, nginx hop, bare LiteLLM, our stack"
 BASELINE, OURS, OURS2 = "bare LiteLLM", "our stack", "our stack, 2 workers"
@@ -178,12 +180,4 @@ def _short(x: float) -> str:
 
 def write_section(bench: Path, text: str) -> None:
     """Replace this benchmark's section where it is (append it the first time); other sections stay."""
-    existing = bench.read_text() if bench.exists() else "# Benchmarks\n\nRerun the scripts named in each section.\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt != -1 else ""
-        bench.write_text(head + text.rstrip() + "\n" + ("\n" + tail if tail else ""))
-        return
-    bench.parent.mkdir(exist_ok=True)
-    bench.write_text(existing.rstrip() + "\n\n" + text)
+    benchdoc.write_section(SECTION, text, bench)
