@@ -203,6 +203,7 @@ def main() -> int:
     notes["load_after"] = _load()
     notes["wall"] = f"{time.monotonic() - started:.0f} s"
     text = section(res, args, cores, notes)
+    args.docs.mkdir(parents=True, exist_ok=True)
     report.plot(res, args.docs / "bench-gateway.png", args.connections, args.streams,
                 f"Gateway paths in front of one simulator ({notes['date']}, {machine()})")
     report.write_section(args.docs / "benchmarks.md", text)
