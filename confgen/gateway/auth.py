@@ -19,7 +19,7 @@ from litellm.proxy.auth.auth_utils import get_request_route
 from litellm.proxy.auth.route_checks import RouteChecks
 from litellm.proxy.common_utils.http_parsing_utils import _safe_get_request_parsed_body
 
-from confgen.gateway import metrics, runtime
+from confgen.gateway import metrics, proxyinfo, runtime
 from confgen.gateway.keycache import KeysUnavailable
 from confgen.gateway.rejection import KeyRejected
 from confgen.keys import keyformat
@@ -84,4 +84,6 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
         if decision.ticket is not None:
             metadata[META_TICKET] = decision.ticket.to_meta()
     return UserAPIKeyAuth(token=f"confgen-{prefix}", key_alias=record.alias, user_id=record.owner,
-                          user_role=LitellmUserRoles.INTERNAL_USER, metadata=metadata)
+                          user_role=LitellmUserRoles.INTERNAL_USER, metadata=metadata,
+                          models=proxyinfo.listed_models(record.models, proxyinfo.served_models()))
+

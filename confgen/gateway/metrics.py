@@ -1,10 +1,11 @@
-"""Our own gateway metrics, served on the gateway's /metrics next to LiteLLM's `litellm_*` series.
+"""The gateway's metrics, served on its /metrics (mounted by `mount`, behind LiteLLM's metrics auth).
 
-The gateway modules (keys, auth cache, ledger, limits) call the small functions below; nothing else
-touches the metric objects. Metrics live in prometheus_client's default registry, which LiteLLM's
-`/metrics` serves. With PROMETHEUS_MULTIPROC_DIR set (the local launcher always sets it; the gateway
-container with several workers) each worker writes its samples to files there and every scrape,
-whichever worker answers it, sums them all.
+The gateway modules (keys, auth cache, ledger, limits, the usage callback) call the small functions below;
+nothing else touches the metric objects. The request series (requests, tokens, latency, time to first
+token) come from our usage callback, which sees every request anyway: LiteLLM's own `prometheus` callback
+is not loaded, because it cost about 10 % of the gateway's CPU per request (docs/benchmarks.md). Metrics
+live in prometheus_client's default registry. With PROMETHEUS_MULTIPROC_DIR set (several workers) each
+worker writes its samples to files there and every scrape, whichever worker answers it, sums them all.
 
 Label values are bounded on purpose: a label made from request input would let clients create
 unbounded series. Unknown reasons are recorded as "other".
@@ -12,10 +13,12 @@ unbounded series. Unknown reasons are recorded as "other".
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Final
+from collections.abc import Container
+from typing import Any, Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app, multiprocess
 
 # Reasons the gateway turns a request away before it reaches a model. Others are accepted if they
 # look like one of these (lowercase words joined by "_"), so a new check needs no edit here.
@@ -43,6 +46,28 @@ LEDGER_ROWS: Final = Counter(
 SPOOL_ROWS: Final = Gauge(
     "confgen_ledger_spool_rows", "Ledger rows waiting in the local spool for PostgreSQL.",
     multiprocess_mode="livesum",
+)
+
+# Per request. `model` is a served model name of this gateway or "other", `api_key_alias` the key's alias
+# ("" when the key was not known): clients cannot create series at will.
+REQUEST_LABELS: Final = ["model", "api_key_alias"]
+REQUESTS: Final = Counter(
+    "confgen_requests",
+    "Requests the gateway answered, by model, key alias and HTTP status (one per request: retries and "
+    "fallbacks inside it are not counted again).",
+    [*REQUEST_LABELS, "status_code"],
+)
+INPUT_TOKENS: Final = Counter("confgen_input_tokens", "Prompt tokens of the requests answered 200.", REQUEST_LABELS)
+OUTPUT_TOKENS: Final = Counter("confgen_output_tokens", "Completion tokens of the requests answered 200.",
+                               REQUEST_LABELS)
+LATENCY_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+LATENCY: Final = Histogram(
+    "confgen_request_latency_seconds", "Seconds from the request to its last byte, requests answered 200.",
+    REQUEST_LABELS, buckets=LATENCY_BUCKETS,
+)
+TTFT: Final = Histogram(
+    "confgen_time_to_first_token_seconds", "Seconds from the request to its first streamed token (streams).",
+    REQUEST_LABELS, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
 )
 
 # Create the known series at zero so dashboards and alerts see 0, not "no data", before the first event.
@@ -81,3 +106,38 @@ def record_ledger(*, written: int = 0, spooled: int = 0, replayed: int = 0) -> N
 def set_spool_size(rows: int) -> None:
     """Rows this process has in its spool right now (0 once replayed)."""
     SPOOL_ROWS.set(max(rows, 0))
+
+
+def model_label(model: object, served: Container[str]) -> str:
+    """The `model` label: a served model name, else "other"."""
+    return model if isinstance(model, str) and model in served else "other"
+
+
+def record_answer(model: str, alias: str | None, *, prompt_tokens: int, completion_tokens: int,
+                  latency_s: float | None, ttft_s: float | None) -> None:
+    """One request answered 200 (`model` from `model_label`)."""
+    labels = {"model": model, "api_key_alias": alias or ""}
+    REQUESTS.labels(**labels, status_code="200").inc()
+    if prompt_tokens > 0:
+        INPUT_TOKENS.labels(**labels).inc(prompt_tokens)
+    if completion_tokens > 0:
+        OUTPUT_TOKENS.labels(**labels).inc(completion_tokens)
+    if latency_s is not None and latency_s >= 0:
+        LATENCY.labels(**labels).observe(latency_s)
+    if ttft_s is not None and ttft_s >= 0:
+        TTFT.labels(**labels).observe(ttft_s)
+
+
+def record_failure(model: str, alias: str | None, status: int) -> None:
+    """One request the client got an error for (status 400-599; anything else is recorded as 500)."""
+    code = status if 400 <= status <= 599 else 500
+    REQUESTS.labels(model=model, api_key_alias=alias or "", status_code=str(code)).inc()
+
+
+def asgi_app() -> Any:
+    """The /metrics app: this process's registry, or every worker's files when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return make_asgi_app(registry)
+    return make_asgi_app(REGISTRY)

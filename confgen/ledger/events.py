@@ -29,7 +29,8 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def _status(exc: Any, info: dict[str, Any]) -> int:
+def status_of(exc: Any, info: dict[str, Any]) -> int:
+    """The HTTP status a failed request's client got (500 when the exception does not say)."""
     rejected = _rejection(exc)
     if rejected is not None:
         return int(rejected.status)
@@ -62,7 +63,7 @@ def build_row(payload: dict[str, Any], exc: Any, ok: bool, instance: str) -> Usa
         prefix, alias = auth_meta.get(META_PREFIX), meta.get("user_api_key_alias")
         reason = None if ok else (info.get("normalized_error") or None)
     return UsageRow(
-        request_id=str(request_id), ts=ts, status=200 if ok else _status(exc, info), call_id=call_id,
+        request_id=str(request_id), ts=ts, status=200 if ok else status_of(exc, info), call_id=call_id,
         key_prefix=prefix, key_alias=alias, model=payload.get("model_group") or payload.get("model") or None,
         deployment=payload.get("api_base") or None, route=meta.get("user_api_key_request_route"),
         prompt_tokens=_int(payload.get("prompt_tokens")), completion_tokens=_int(payload.get("completion_tokens")),

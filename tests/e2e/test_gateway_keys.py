@@ -160,6 +160,21 @@ def test_rejections_answer_and_are_recorded(url: str, gateways: tuple[Gateway, G
                   (limited["prefix"],)) == 403
 
 
+def test_models_list_shows_only_what_a_key_may_use(url: str, gateways: tuple[Gateway, Gateway]) -> None:
+    a, _ = gateways
+
+    def listed(key: str) -> list[str]:
+        resp = httpx.get(f"{a.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return [m["id"] for m in resp.json()["data"]]
+
+    assert listed(MASTER_KEY) == [MODEL]
+    assert listed(create_key(url, "--alias", "lists-all")["key"]) == [MODEL]
+    assert listed(create_key(url, "--alias", "lists-mine", "--models", f"elsewhere,{MODEL}")["key"]) == [MODEL]
+    # A key for models this gateway does not serve sees none (LiteLLM would list every model for an empty list).
+    assert listed(create_key(url, "--alias", "lists-none", "--models", "elsewhere")["key"]) == []
+
+
 def _away_from_a_minute_boundary() -> None:
     second = time.time() % 60
     if second > 45:

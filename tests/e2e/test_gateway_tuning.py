@@ -89,7 +89,7 @@ def test_one_worker_serves_metrics_from_memory(gateway: Gateway) -> None:
                      follow_redirects=True)
     assert resp.status_code == 200
     total = sum(float(line.rsplit(" ", 1)[1]) for line in resp.text.splitlines()
-                if line.startswith("litellm_proxy_total_requests_metric_total{"))
+                if line.startswith("confgen_requests_total{"))
     assert total >= 3
     assert "confgen_rejected_requests_total" in resp.text  # our series, in the same registry
 

@@ -32,7 +32,7 @@ VLLM_PORT = int(os.environ.get("E2E_MON_VLLM_PORT", "18800"))
 PROMETHEUS_PORT = int(os.environ.get("E2E_MON_PROMETHEUS_PORT", "19090"))
 NODE_EXPORTER_PORT = int(os.environ.get("E2E_MON_NODE_EXPORTER_PORT", "19100"))
 PLAIN, STREAMED, BAD_MODEL, BAD_KEY = 16, 6, 2, 2
-OK_SERIES = f'model="{MODEL}",route="/v1/chat/completions",status_code="200"'
+OK_SERIES = f'model="{MODEL}",status_code="200"'
 
 
 class Key(str):
@@ -135,17 +135,16 @@ def per_worker(mon: Mon, metric: str, match: Callable[[dict[str, str]], bool]) -
 
 
 def served_ok(labels: dict[str, str]) -> bool:
-    return (labels.get("requested_model") == MODEL and labels.get("status_code") == "200"
-            and labels.get("route") == "/v1/chat/completions")
+    return labels.get("model") == MODEL and labels.get("status_code") == "200"
 
 
 SNAPSHOT = {
-    "requests": f"sum(litellm_proxy_total_requests_metric_total{{{OK_SERIES}}})",
-    "gw_in": f'sum(litellm_input_tokens_metric_total{{model="{MODEL}"}})',
-    "gw_out": f'sum(litellm_output_tokens_metric_total{{model="{MODEL}"}})',
-    "gw_ttft": f'sum(litellm_llm_api_time_to_first_token_metric_count{{model="{MODEL}"}})',
-    "failed_401": f'sum(litellm_proxy_failed_requests_metric_total{{exception_status="401",model="{MODEL}"}})',
-    "failed_other": 'sum(litellm_proxy_failed_requests_metric_total{exception_status="400",model="other"})',
+    "requests": f"sum(confgen_requests_total{{{OK_SERIES}}})",
+    "gw_in": f'sum(confgen_input_tokens_total{{model="{MODEL}"}})',
+    "gw_out": f'sum(confgen_output_tokens_total{{model="{MODEL}"}})',
+    "gw_ttft": f'sum(confgen_time_to_first_token_seconds_count{{model="{MODEL}"}})',
+    "failed_401": f'sum(confgen_requests_total{{status_code="401",model="{MODEL}"}})',
+    "failed_other": 'sum(confgen_requests_total{status_code="400",model="other"})',
     "rejected_invalid": 'sum(confgen_rejected_requests_total{reason="invalid_key"})',
     "vllm_ok": f'sum(vllm:request_success_total{{model="{MODEL}",model_name="{MODEL}"}})',
     "vllm_in": f'sum(vllm:prompt_tokens_total{{model="{MODEL}"}})',
@@ -167,7 +166,7 @@ def traffic(mon: Mon) -> dict[str, Any]:
                 p, c = usage_of(future.result())
                 prompt, completion = prompt + p, completion + c
             sent += PLAIN + STREAMED
-            if len([v for v in per_worker(mon, "litellm_proxy_total_requests_metric_total", served_ok).values()
+            if len([v for v in per_worker(mon, "confgen_requests_total", served_ok).values()
                     if v > 0]) >= 2:
                 break
     for i in range(BAD_MODEL):
@@ -205,7 +204,7 @@ def test_prometheus_scrapes_the_gateway_and_vllm(mon: Mon) -> None:
 
 def test_requests_are_counted_once_over_both_workers(mon: Mon, traffic: dict[str, Any]) -> None:
     assert traffic["delta"]["requests"] == traffic["sent"]
-    workers = per_worker(mon, "litellm_proxy_total_requests_metric_total", served_ok)
+    workers = per_worker(mon, "confgen_requests_total", served_ok)
     assert len([v for v in workers.values() if v > 0]) == 2, workers
     # What Prometheus scraped (through whichever worker answered) is the sum of both workers' counts.
     assert traffic["after"]["requests"] == sum(workers.values())
@@ -225,7 +224,7 @@ def test_time_to_first_token_is_observed(traffic: dict[str, Any]) -> None:
 
 def test_errors_and_rejections_are_counted(traffic: dict[str, Any]) -> None:
     delta = traffic["delta"]
-    assert delta["failed_other"] == BAD_MODEL  # LiteLLM names an unknown model "other"
+    assert delta["failed_other"] == BAD_MODEL  # an unknown model is named "other"
     assert delta["failed_401"] == BAD_KEY
     assert delta["rejected_invalid"] == BAD_KEY  # ours: confgen_rejected_requests_total
 
@@ -236,9 +235,8 @@ def test_model_label_is_consistent(mon: Mon, traffic: dict[str, Any]) -> None:
         models = {r["metric"]["model"] for r in mon.query(f'count by (model) ({{job="{job}",model!=""}})')}
         assert models <= {MODEL, "other"}, (job, models)
         assert MODEL in models
-    # Metrics that name the model in another label got `model` from the relabelling.
-    for metric in ("litellm_proxy_total_requests_metric_total", "litellm_deployment_state",
-                   "litellm_request_total_latency_metric_count", "vllm:num_requests_running"):
+    # Our gateway series name the model in `model`; vLLM's metrics get it from the relabelling.
+    for metric in ("confgen_requests_total", "confgen_request_latency_seconds_count", "vllm:num_requests_running"):
         assert mon.query(f'{metric}{{model="{MODEL}"}}'), metric
 
 
@@ -269,7 +267,7 @@ def test_metrics_endpoint_refuses_api_keys(mon: Mon, api_key: str) -> None:
 
 
 def test_per_key_series(mon: Mon, api_key: str) -> None:
-    expr = 'sum(litellm_proxy_total_requests_metric_total{api_key_alias="mon-e2e",status_code="200",model="%s"})'
+    expr = 'sum(confgen_requests_total{api_key_alias="mon-e2e",status_code="200",model="%s"})'
     before = mon.value(expr % MODEL)
     for i in range(3):
         usage_of(chat(mon, i, key=api_key))
@@ -277,7 +275,7 @@ def test_per_key_series(mon: Mon, api_key: str) -> None:
     while time.monotonic() < deadline and mon.value(expr % MODEL) < before + 3:
         wait_for_scrape_after(mon, time.time())
     assert mon.value(expr % MODEL) == before + 3
-    assert mon.value(f'sum(litellm_output_tokens_metric_total{{api_key_alias="mon-e2e",model="{MODEL}"}})') > 0
+    assert mon.value(f'sum(confgen_output_tokens_total{{api_key_alias="mon-e2e",model="{MODEL}"}})') > 0
 
 
 @pytest.fixture(scope="module")

@@ -87,3 +87,36 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     assert value("confgen_ledger_rows_total", registry, outcome="spooled") == 2
     # livesum: each worker reports its own spool; the live ones are added up.
     assert value("confgen_ledger_spool_rows", registry) == 7
+
+
+def test_model_label_is_a_served_name_or_other() -> None:
+    served = {"glm47-flash", "tiny-cpu"}
+    assert metrics.model_label("tiny-cpu", served) == "tiny-cpu"
+    assert metrics.model_label("gpt-5-made-up", served) == "other"
+    assert metrics.model_label(None, served) == "other"
+    assert metrics.model_label(["tiny-cpu"], served) == "other"
+
+
+def test_an_answer_counts_the_request_tokens_latency_and_ttft() -> None:
+    labels = {"model": "m-answer", "api_key_alias": "alice"}
+    metrics.record_answer("m-answer", "alice", prompt_tokens=12, completion_tokens=5, latency_s=0.3, ttft_s=0.04)
+    metrics.record_answer("m-answer", "alice", prompt_tokens=3, completion_tokens=0, latency_s=1.5, ttft_s=None)
+    assert value("confgen_requests_total", **labels, status_code="200") == 2
+    assert value("confgen_input_tokens_total", **labels) == 15
+    assert value("confgen_output_tokens_total", **labels) == 5
+    assert value("confgen_request_latency_seconds_count", **labels) == 2
+    assert value("confgen_request_latency_seconds_bucket", **labels, le="0.5") == 1
+    assert value("confgen_request_latency_seconds_sum", **labels) == pytest.approx(1.8)
+    assert value("confgen_time_to_first_token_seconds_count", **labels) == 1  # only the stream
+    assert value("confgen_time_to_first_token_seconds_bucket", **labels, le="0.05") == 1
+
+
+def test_a_failure_counts_under_its_status() -> None:
+    metrics.record_failure("m-fail", None, 401)
+    metrics.record_failure("m-fail", None, 401)
+    metrics.record_failure("m-fail", "bob", 429)
+    metrics.record_failure("m-fail", "bob", 0)  # no usable status: counted as 500
+    assert value("confgen_requests_total", model="m-fail", api_key_alias="", status_code="401") == 2
+    assert value("confgen_requests_total", model="m-fail", api_key_alias="bob", status_code="429") == 1
+    assert value("confgen_requests_total", model="m-fail", api_key_alias="bob", status_code="500") == 1
+    assert REGISTRY.get_sample_value("confgen_input_tokens_total", {"model": "m-fail", "api_key_alias": ""}) is None

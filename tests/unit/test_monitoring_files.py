@@ -76,9 +76,10 @@ def test_panels_do_not_overlap(path: Path) -> None:
 
 def test_overview_covers_the_issue_per_model_and_per_key() -> None:
     exprs = " ".join(q.expr for q in dashboards.queries(REPO / dashboards.DASHBOARDS / "overview.json"))
-    for needed in ("litellm_proxy_total_requests_metric_total", "litellm_proxy_failed_requests_metric_total",
-                   "litellm_input_tokens_metric_total", "litellm_output_tokens_metric_total",
-                   "litellm_request_total_latency_metric_bucket", "vllm:time_to_first_token_seconds_bucket",
+    for needed in ("confgen_requests_total", 'status_code!="200"',
+                   "confgen_input_tokens_total", "confgen_output_tokens_total",
+                   "confgen_request_latency_seconds_bucket", "confgen_time_to_first_token_seconds_bucket",
+                   "vllm:time_to_first_token_seconds_bucket",
                    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                    "by (model)", "by (api_key_alias)", "0.5,", "0.95,", "0.99,"):
         assert needed in exprs, needed
