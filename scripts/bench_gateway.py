@@ -41,6 +41,8 @@ from gwbench.procs import memory_sampler  # noqa: E402
 
 NON_STREAMING = {**load.CHAT, "max_tokens": 1}
 STREAM_TOKENS, ITL_MS = 128, 10
+# Two streams' length: the first starts are spread over it, so the streams are out of step before the window.
+RELAY_WARMUP_S = 2 * STREAM_TOKENS * ITL_MS / 1000
 
 
 def measure_round(bench: Bench, res: report.Results, args: argparse.Namespace, rnd: int) -> None:
@@ -55,7 +57,8 @@ def measure_round(bench: Bench, res: report.Results, args: argparse.Namespace, r
                                                                   args.seconds, cpu_of(r)))),
         ("ttft", True, lambda r: res.ttft.setdefault(r.name, []).append(load.ttft(r.target, args.ttft_requests))),
         ("relay", False, lambda r: res.add(r.name, "relay", load.relay(
-            r.target, args.streams, max_tokens=STREAM_TOKENS, warmup_s=1.0, seconds=args.seconds, cpu=cpu_of(r)))),
+            r.target, args.streams, max_tokens=STREAM_TOKENS, warmup_s=RELAY_WARMUP_S, seconds=args.seconds,
+            cpu=cpu_of(r)))),
     ]
     for measure, latency_only, step in steps:
         routes = [r for r in bench.routes if r.latency or not latency_only]
@@ -131,7 +134,8 @@ benchmark (the default 16 would turn the concurrent runs into 429s). Throughput 
 non-streaming chat with `max_tokens: 1`, {args.seconds:g} s per run, at 1 and at {args.connections}
 connections. TTFT: {args.ttft_requests} streams one after another (4 tokens each) from an asyncio httpx
 client. Relay capacity: {args.streams} concurrent streams of {STREAM_TOKENS} tokens, restarted as they
-end, 1 s warm-up, then {args.seconds:g} s measured. Gateway CPU: utime + stime of the gateway's process
+end, their first starts spread evenly over a {RELAY_WARMUP_S:g} s warm-up (so they do not start and end in
+step), then {args.seconds:g} s measured. Gateway CPU: utime + stime of the gateway's process
 tree (/proc) over the run, per request or per streamed token chunk (the chunk figure includes each
 stream's share of its request's cost). Peak RSS: the tree's resident memory sampled every 0.25 s. Each
 measurement runs on every path in a shuffled order before the next one; {args.rounds} round(s); medians,

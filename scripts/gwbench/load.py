@@ -140,8 +140,11 @@ def ttft(target: Target, requests: int, max_tokens: int = 4) -> list[float]:
 
 def relay(target: Target, streams: int, *, max_tokens: int, warmup_s: float, seconds: float,
           cpu: Callable[[], float]) -> dict[str, float]:
-    """`streams` concurrent streams, each started again when it ends. After `warmup_s`, a window of `seconds`:
-    tokens delivered per second, the server's CPU per token chunk, the client's own CPU."""
+    """`streams` concurrent streams, each started again when it ends. The first starts are spread evenly over
+    `warmup_s`, so the streams do not begin and end in step (in step, a window could fall on the moment every
+    stream is being set up, or on the one where they all stream, and the figure would swing 5x between runs).
+    After `warmup_s`, a window of `seconds`: tokens delivered per second, the server's CPU per token chunk, the
+    client's own CPU."""
 
     async def run() -> dict[str, float]:
         tokens = 0
@@ -151,8 +154,9 @@ def relay(target: Target, streams: int, *, max_tokens: int, warmup_s: float, sec
             nonlocal tokens
             tokens += n
 
-        async def worker(client: httpx.AsyncClient) -> None:
+        async def worker(client: httpx.AsyncClient, delay_s: float) -> None:
             nonlocal errors
+            await asyncio.sleep(delay_s)
             while True:
                 try:
                     await _one_stream(client, target, _stream_body(max_tokens), add)
@@ -162,7 +166,7 @@ def relay(target: Target, streams: int, *, max_tokens: int, warmup_s: float, sec
 
         limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
         async with httpx.AsyncClient(verify=target.verify, timeout=60, limits=limits) as client:
-            tasks = [asyncio.create_task(worker(client)) for _ in range(streams)]
+            tasks = [asyncio.create_task(worker(client, i * warmup_s / streams)) for i in range(streams)]
             await asyncio.sleep(warmup_s)
             t0, tok0, err0 = time.perf_counter(), tokens, errors
             cpu0, client0 = cpu(), time.thread_time()
