@@ -76,18 +76,23 @@ def _f(digits: int) -> Callable[[float], str]:
 
 
 def goals(res: Results) -> list[tuple[str, str, str, bool | None]]:
-    """(goal, target, measured, met) for the issue's three goals."""
+    """(goal, target, measured, met) for the issue's three goals (the streaming one read two ways)."""
     cpu_ratio = res.med(OURS, "c32", "cpu_ms") / res.med(BASELINE, "c32", "cpu_ms")
     chunk = res.med(OURS, "relay", "cpu_per_chunk_ms")
+    chunk_over_bare = chunk - res.med(BASELINE, "relay", "cpu_per_chunk_ms")
     scale = res.med(OURS2, "c32", "rps") / res.med(OURS, "c32", "rps")
 
     def met(ok: bool) -> bool | None:
-        return None if math.isnan(cpu_ratio + chunk + scale) else ok
+        return None if math.isnan(cpu_ratio + chunk + chunk_over_bare + scale) else ok
 
     return [
         ("CPU per request, our stack / bare LiteLLM (c=32)", "<= 1.0 (stretch 0.5)", f"{cpu_ratio:.2f}",
          met(cpu_ratio <= 1.0)),
+        # The issue's "adds at most 0.2 ms per streamed chunk" read both ways: what our stack spends, and what it
+        # spends more than bare LiteLLM.
         ("CPU per streamed chunk, our stack", "<= 0.2 ms", f"{chunk:.3f} ms", met(chunk <= 0.2)),
+        ("CPU per streamed chunk, our stack - bare LiteLLM", "<= 0.2 ms", f"{chunk_over_bare:+.3f} ms",
+         met(chunk_over_bare <= 0.2)),
         ("requests/s at c=32, our stack 2 workers / 1 worker", ">= 1.8", f"{scale:.2f}", met(scale >= 1.8)),
     ]
 
