@@ -5,8 +5,8 @@ Paths: (1) direct to the simulator; (2) the nginx hop (`confgen nginx --public-p
 the model); (3) bare LiteLLM, a minimal config (model + master key, default settings); (4) our stack: the
 config `confgen render` writes, started the way `./runMe.sh` starts it (`confgen.runtime.stack`), with our
 custom_auth (an API key from PostgreSQL with rate limits in Redis), the usage ledger and Prometheus
-metrics; also with 2 workers. Workloads, interleaved (each measurement runs on every path in a shuffled
-order before the next) and repeated for `--rounds`: wrk at 1 and at `--connections` connections
+metrics; bare LiteLLM and our stack also with 2 workers. Workloads, interleaved (each measurement runs on
+every path in a shuffled order before the next) and repeated for `--rounds`: wrk at 1 and at `--connections` connections
 (non-streaming chat, 1 token); streams one after another (time to first token); `--streams` concurrent
 streams of 128 tokens paced at 10 ms (relay capacity). The gateway's CPU comes from /proc (utime + stime of
 its process tree), its memory from sampling the tree's RSS. Results: a section of docs/benchmarks.md and
@@ -115,7 +115,7 @@ def command(args: argparse.Namespace) -> str:
 def section(res: report.Results, args: argparse.Namespace, cores: Cores, notes: dict[str, str]) -> str:
     pinning = ("not pinned (--no-pin)" if cores.gateway is None else
                f"pinned with sched_setaffinity (what `taskset` does): one-worker gateways and nginx on core(s) "
-               f"{_cores(cores.gateway)}, the 2-worker gateway on {_cores(cores.gateway2)}, wrk, the stream "
+               f"{_cores(cores.gateway)}, the 2-worker gateways on {_cores(cores.gateway2)}, wrk, the stream "
                f"client and the simulator on {_cores(cores.clients)}")
     text = f"""Date: {notes['date']}. Machine: {machine()}; load average {notes['load_before']} before the run,
 {notes['load_after']} after it. Versions: {versions()}.
@@ -126,10 +126,11 @@ Method: one simulator (`python -m confgen.sim`, TTFT 0, 10 ms between tokens) be
 **direct**; **nginx hop**: `confgen nginx --public-paths` (HTTPS with keep-alive, straight to the model:
 the hop alone); **bare LiteLLM**: a minimal config (the model and the master key, default settings, one
 worker: a default LiteLLM deployment; run from our venv, so it also gets httptools and opentelemetry-sdk,
-which make it cheaper than a plain `pip install litellm[proxy]`); **our stack**: `confgen render`'s config,
+which make it cheaper than a plain `pip install litellm[proxy]`), and the same with `--num_workers 2`
+(the reference for our 2-worker scaling); **our stack**: `confgen render`'s config,
 started with `./runMe.sh`'s argv and environment (`confgen.runtime.stack.gateway_launch`), called with an
 API key from PostgreSQL that has rpm, tpm and parallel limits (counted in Redis on every request), with
-the usage ledger and Prometheus metrics on; {notes['ledger']}. `MAX_PARALLEL_REQUESTS=1024` for the
+the usage ledger and its Prometheus metrics on; {notes['ledger']}. `MAX_PARALLEL_REQUESTS=1024` for the
 benchmark (the default 16 would turn the concurrent runs into 429s). Throughput and latency: `wrk -t1`,
 non-streaming chat with `max_tokens: 1`, {args.seconds:g} s per run, at 1 and at {args.connections}
 connections. TTFT: {args.ttft_requests} streams one after another (4 tokens each) from an asyncio httpx

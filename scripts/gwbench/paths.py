@@ -76,6 +76,7 @@ class Ports:
     bare: int = 14200
     full: int = 14201
     full2: int = 14202
+    bare2: int = 14203
 
 
 @dataclass(frozen=True)
@@ -143,16 +144,19 @@ def _start_litellm(name: str, argv: list[str], env: dict[str, str], *, folder: P
     return Server(name, proc.pid, url, log), wait
 
 
-def _bare(work: Path, ports: Ports, keys: dict[str, str], stack: ExitStack) -> tuple[Server, Wait]:
-    folder = work / "bare"
+def _bare(name: str, *, work: Path, ports: Ports, port: int, workers: int, keys: dict[str, str],
+          stack: ExitStack) -> tuple[Server, Wait]:
+    folder = work / name.replace(" ", "-").replace(",", "")
     folder.mkdir()
     (folder / "config.yaml").write_text(BARE_CONFIG.format(model=MODEL, port=ports.sim))
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR"}}
     # Only what the proxy needs to start here: the key, and the local price map (FINDINGS: else ~7 s of retries).
     env.update(keys, LITELLM_LOCAL_MODEL_COST_MAP="True")
     litellm = Path(sys.executable).parent / "litellm"
-    argv = [str(litellm), "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(ports.bare)]
-    return _start_litellm("bare LiteLLM", argv, env, folder=folder, port=ports.bare, stack=stack)
+    argv = [str(litellm), "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:  # LiteLLM's defaults otherwise: no multiprocess metrics folder, as `pip install` users get
+        argv += ["--num_workers", str(workers)]
+    return _start_litellm(name, argv, env, folder=folder, port=port, stack=stack)
 
 
 def _full(name: str, *, work: Path, ports: Ports, port: int, workers: int, keys: dict[str, str], db: Datastore,
@@ -209,16 +213,19 @@ def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool
         sim = stack.enter_context(running_sim(
             ports.sim, "--served-model-name", MODEL, "--ttft-ms", "0", "--itl-ms", "10", "--output-tokens", "256",
             "--max-num-seqs", "4096", "--log-level", "warning", env={"VLLM_API_KEY": vllm_key}))
-        bare, wait_bare = _bare(work, ports, keys, stack)
+        bare, wait_bare = _bare("bare LiteLLM", work=work, ports=ports, port=ports.bare, workers=1, keys=keys,
+                                stack=stack)
+        bare2, wait_bare2 = _bare("bare LiteLLM, 2 workers", work=work, ports=ports, port=ports.bare2, workers=2,
+                                  keys=keys, stack=stack)
         full, wait_full = _full("our stack", work=work, ports=ports, port=ports.full, workers=1, keys=keys,
                                 db=db, stack=stack)
         full2, wait_full2 = _full("our stack, 2 workers", work=work, ports=ports, port=ports.full2, workers=2,
                                   keys=keys, db=db, stack=stack)
         ngx, ca = _nginx(work, ports, vllm_key, stack)
-        for wait in (wait_bare, wait_full, wait_full2):
+        for wait in (wait_bare, wait_bare2, wait_full, wait_full2):
             wait(start_timeout_s)
-        for server, cpus in ((bare, cores.gateway), (full, cores.gateway), (full2, cores.gateway2),
-                             (ngx, cores.gateway)):
+        for server, cpus in ((bare, cores.gateway), (bare2, cores.gateway2), (full, cores.gateway),
+                             (full2, cores.gateway2), (ngx, cores.gateway)):
             server.refresh()
             server.cpus = cpus
             if cpus:
@@ -230,6 +237,7 @@ def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool
             Route("direct", Target(sim.url + chat, {"Authorization": f"Bearer {vllm_key}"}), None),
             Route("nginx hop", Target(f"{ngx.url}/{MODEL}{chat}", {}, ca), ngx),
             Route("bare LiteLLM", Target(bare.url + chat, master), bare),
+            Route("bare LiteLLM, 2 workers", Target(bare2.url + chat, master), bare2, latency=False),
             Route("our stack", Target(full.url + chat, user), full),
             Route("our stack, 2 workers", Target(full2.url + chat, user), full2, latency=False),
         ], db=db, work=work)

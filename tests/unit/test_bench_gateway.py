@@ -115,3 +115,10 @@ def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
     assert text.index("## Other") < text.index("new") < text.index("## Gateway tuning")
     assert "kept" in text
     assert "mine too" in text
+
+
+def test_two_worker_goal_shows_bare_litellms_scaling_when_measured() -> None:
+    res = _results()
+    res.add(report.BASELINE2, "c32", {"rps": 190.0, "cpu_ms": 9.5, "p50_ms": 1.0, "p99_ms": 2.0})
+    goals = {g: (measured, met) for g, _, measured, met in report.goals(res)}
+    assert goals["requests/s at c=32, our stack 2 workers / 1 worker"] == ("1.82 (bare LiteLLM: 1.90)", True)
