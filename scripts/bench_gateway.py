@@ -77,7 +77,8 @@ def _brief(res: report.Results, route: str, measure: str) -> str:
         run = res.runs[route]["relay"][-1]
         return f"{route} {run['tokens_per_s']:,.0f} tok/s"
     run = res.runs[route][measure][-1]
-    return f"{route} {run['rps']:,.0f}/s p50 {run['p50_ms']:.1f} ms"
+    cpu = f", {run['cpu_ms']:.1f} ms CPU/req" if run.get("cpu_ms", 0) > 0 else ""
+    return f"{route} {run['rps']:,.0f}/s p50 {run['p50_ms']:.1f} ms{cpu}"
 
 
 def warm_up(bench: Bench, args: argparse.Namespace) -> None:
@@ -136,8 +137,8 @@ non-streaming chat with `max_tokens: 1`, {args.seconds:g} s per run, at 1 and at
 connections. TTFT: {args.ttft_requests} streams one after another (4 tokens each) from an asyncio httpx
 client. Relay capacity: {args.streams} concurrent streams of {STREAM_TOKENS} tokens, restarted as they
 end, their first starts spread evenly over a {RELAY_WARMUP_S:g} s warm-up (so they do not start and end in
-step), then {args.seconds:g} s measured. Gateway CPU: utime + stime of the gateway's process
-tree (/proc) over the run, per request or per streamed token chunk (the chunk figure includes each
+step), then {args.seconds:g} s measured. Gateway CPU: utime + stime (+ cutime + cstime: ended workers) of the
+gateway's process tree (/proc) over the run, per request or per streamed token chunk (the chunk figure includes each
 stream's share of its request's cost). Peak RSS: the tree's resident memory sampled every 0.25 s. Each
 measurement runs on every path in a shuffled order before the next one; {args.rounds} round(s); medians,
 (min-max) over rounds; "added" = median over rounds of (path - direct) in the same round. Cores:

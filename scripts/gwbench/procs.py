@@ -43,14 +43,15 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (threads included)."""
+    """User + system CPU time of these processes (threads included), plus that of their children that ended
+    and were reaped (cutime, cstime): a worker that a supervisor restarts keeps counting."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        total += int(fields[11]) + int(fields[12])
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return total / CLOCK_TICK
 
 
@@ -95,7 +96,8 @@ class Server:
         self.pids = tree(self.pid)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pids or tree(self.pid))
+        """The whole tree as it is now (a restarted worker is a new process)."""
+        return cpu_seconds(tree(self.pid))
 
     def sample_memory(self) -> None:
         self.peak_rss = max(self.peak_rss, rss_bytes(self.pids or tree(self.pid)))
