@@ -47,7 +47,7 @@ class UsageLogger(CustomLogger):  # type: ignore[misc]  # LiteLLM is not type-ch
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> None:
         ours = getattr(original_exception, "confgen_rejection", False)
         alias = getattr(original_exception if ours else user_api_key_dict, "alias" if ours else "key_alias", None)
-        metrics.record_failure(metrics.model_label(request_data.get("model"), proxyinfo.served_models()),
+        metrics.record_failure(metrics.model_label((request_data or {}).get("model"), proxyinfo.served_models()),
                                alias if isinstance(alias, str) else None, status_of(original_exception, {}))
 
     async def _record(self, kwargs: dict[str, Any], ok: bool) -> UsageRow | None:
