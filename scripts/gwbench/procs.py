@@ -97,10 +97,12 @@ class Server:
 
     def cpu(self) -> float:
         """The whole tree as it is now (a restarted worker is a new process)."""
-        return cpu_seconds(tree(self.pid))
+        self.refresh()
+        return cpu_seconds(self.pids)
 
     def sample_memory(self) -> None:
-        self.peak_rss = max(self.peak_rss, rss_bytes(self.pids or tree(self.pid)))
+        self.refresh()
+        self.peak_rss = max(self.peak_rss, rss_bytes(self.pids))
 
 
 @contextmanager

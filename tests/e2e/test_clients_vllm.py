@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from tests.e2e.clients_support import (
     wait_ledger,
 )
 from tests.e2e.keys_support import Gateway, create_key, poll, redis_namespace, scratch_database
+from tests.procgroup import stop_group
 
 pytestmark = pytest.mark.e2e
 VLLM_PORT, DEFAULTS_PORT, OTHER_PORT = 15310, 14301, 14302
@@ -111,16 +111,6 @@ def _start_vllm(project_root: Path, folder: Path) -> subprocess.Popen[bytes]:
                                 start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     ensure_clients()
@@ -153,7 +143,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
                 for gateway in gateways.values():
                     gateway.stop()
     finally:
-        _stop(vllm)
+        stop_group(vllm)
 
 
 @pytest.mark.parametrize("way", ["defaults", "other"])

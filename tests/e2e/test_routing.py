@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,7 @@ from tests.e2e.routing_support import (
     wait_ledger,
     write_project,
 )
+from tests.procgroup import stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -136,16 +136,6 @@ def _ensure_tiny_weights() -> None:
                         "--out", str(target)], check=True, capture_output=True, timeout=300)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @dataclass
 class VLLMs:
     procs: list[subprocess.Popen[bytes]]
@@ -167,7 +157,7 @@ def vllms() -> Iterator[VLLMs]:
         yield VLLMs(procs, scratch)
     finally:
         for proc in procs:
-            _stop_group(proc)
+            stop_group(proc)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -384,7 +374,7 @@ def test_real_vllm_two_replicas_one_stopped(cluster: Cluster, vllms: VLLMs) -> N
     load = cluster.load(key, 60, model="tiny-cpu", concurrency=4, stream_every=3).start()
     poll(lambda: load.progress() >= 15, 60, 0.05, "15 requests before the stop")
     stopped_at = time.monotonic()
-    _stop_group(procs[1])
+    stop_group(procs[1])
     results = load.wait()
     ledger_check("real vLLM, one of two stopped", cluster, prefix, results,
                  stopped_after_s=round(stopped_at - min(r.started for r in results), 1),
