@@ -1,10 +1,15 @@
 """custom_auth for the LiteLLM proxy (general_settings.custom_auth): the master key administers; API keys
 from PostgreSQL (via the TTL cache) call model routes within their models and limits.
 
-Answers: 401 missing, malformed, unknown, revoked or expired key; 403 a model the key may not use or a
-route only the master key may call; 429 + Retry-After over rpm, tpm, parallel requests or the token
-budget; 503 a key that cannot be checked because the database is down and the key is not cached.
-LiteLLM's own key checks need its Prisma database, which we do not run (FINDINGS).
+The model a request addresses is read the way LiteLLM serves it, path before body
+(confgen/gateway/requestmodel.py); every inference route an API key may call is checked against the key's
+model list and limits, whatever its body holds.
+
+Answers: 401 missing, malformed, unknown, revoked or expired key; 400 a request that addresses no model,
+several, or a name that is not one; 403 a model the key may not use or a route only the master key may
+call; 429 + Retry-After over rpm, tpm, parallel requests or the token budget; 503 a key that cannot be
+checked because the database is down and the key is not cached, or a budget that cannot be read.
+LiteLLM's own key checks need its Prisma database, which we do not run (docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,21 +20,13 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
-from litellm.proxy.auth.auth_utils import get_request_route
-from litellm.proxy.auth.route_checks import RouteChecks
-from litellm.proxy.common_utils.http_parsing_utils import _safe_get_request_parsed_body
 
-from confgen.gateway import metrics, proxyinfo, runtime
+from confgen.gateway import metrics, proxyinfo, requestmodel, runtime
 from confgen.gateway.keycache import KeysUnavailable
 from confgen.gateway.rejection import KeyRejected
 from confgen.keys import keyformat
+from confgen.keys.record import MODEL_PATTERN, KeyRecord
 from confgen.ledger.events import META_PREFIX, META_REQUEST_ID, META_TICKET
-
-
-def _requested_model(request: Request) -> str | None:
-    body = _safe_get_request_parsed_body(request) or {}
-    model = body.get("model")
-    return model if isinstance(model, str) else None
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
@@ -47,6 +44,7 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
         raise KeyRejected(401, "missing_key", "No API key: send 'Authorization: Bearer <key>' (or x-api-key)")
     master = gw.config.master_key
     if master and hmac.compare_digest(api_key.encode(), master.encode()):
+        await _check_master_request(request)
         return UserAPIKeyAuth(api_key=api_key, user_role=LitellmUserRoles.PROXY_ADMIN, key_alias="master",
                               metadata={META_REQUEST_ID: uuid.uuid4().hex})
     try:
@@ -65,25 +63,49 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     if status != "active":
         raise KeyRejected(401, f"{status}_key", f"API key {record.alias} is {status}", prefix=prefix,
                           alias=record.alias)
-    route = get_request_route(request)
-    if not RouteChecks.is_llm_api_route(route):
-        raise KeyRejected(403, "route_not_allowed", f"Only the master key may call {route}", prefix=prefix,
-                          alias=record.alias)
-    model = _requested_model(request)
-    if model is not None and not record.allows(model):
-        raise KeyRejected(403, "model_not_allowed", f"API key {record.alias} may not use model {model!r}; it may "
-                          f"use: {', '.join(record.models or ())}", prefix=prefix, alias=record.alias)
+    try:
+        target = await requestmodel.addressed(request)
+    except requestmodel.NotAddressable as refused:
+        raise KeyRejected(refused.status, refused.reason, refused.message, prefix=prefix,
+                          alias=record.alias) from None
+    if target.model is not None and not record.allows(target.model):
+        raise KeyRejected(403, "model_not_allowed", f"API key {record.alias} may not use model {target.model!r}; "
+                          f"it may use: {', '.join(record.models or ())}", prefix=prefix, alias=record.alias)
     request_id = uuid.uuid4().hex
     metadata = {META_REQUEST_ID: request_id, META_PREFIX: prefix}
-    if model is not None and record.limits.any:
-        decision = await gw.limiter.admit(record, request_id, now)
-        if not decision.ok:
-            raise KeyRejected(429, decision.reason or "rate_limited", f"API key {record.alias} is over its "
-                              f"{decision.limit} limit; retry in {decision.retry_after_s} s", prefix=prefix,
-                              alias=record.alias, retry_after_s=decision.retry_after_s)
-        if decision.ticket is not None:
-            metadata[META_TICKET] = decision.ticket.to_meta()
+    if target.kind == "inference" and target.model is not None and record.limits.any:
+        ticket = await _admit(record, target, target.model, request_id, now)
+        if ticket is not None:
+            metadata[META_TICKET] = ticket
     return UserAPIKeyAuth(token=f"confgen-{prefix}", key_alias=record.alias, user_id=record.owner,
                           user_role=LitellmUserRoles.INTERNAL_USER, metadata=metadata,
                           models=proxyinfo.listed_models(record.models, proxyinfo.served_models()))
 
+
+async def _admit(record: KeyRecord, target: requestmodel.Addressed, model: str, request_id: str,
+                 now: datetime) -> str | None:
+    """Admit the request within the key's limits (its tokens reserved until it ends): the ticket, or 429/503."""
+    reserve = target.reservation(proxyinfo.default_max_tokens(model))
+    decision = await runtime.gateway().limiter.admit(record, request_id, now, reserve)
+    if decision.ok:
+        return None if decision.ticket is None else decision.ticket.to_meta()
+    if decision.status == 503:
+        raise KeyRejected(503, decision.reason or "budget_unavailable", f"The token budget of API key "
+                          f"{record.alias} cannot be read (the usage ledger is unreachable); try again shortly",
+                          prefix=record.prefix, alias=record.alias, retry_after_s=decision.retry_after_s)
+    raise KeyRejected(429, decision.reason or "rate_limited", f"API key {record.alias} is over its "
+                      f"{decision.limit} limit; retry in {decision.retry_after_s} s (this request may use up "
+                      f"to {reserve} tokens: a smaller max_tokens fits sooner)", prefix=record.prefix,
+                      alias=record.alias, retry_after_s=decision.retry_after_s)
+
+
+async def _check_master_request(request: Request) -> None:
+    """The master key may call every route, but a model in the path must still be model names (one, or
+    LiteLLM's batch "a,b"): a crafted path such as /engines/%00/completions would reach LiteLLM's router."""
+    _, kind = requestmodel.route_of(request)
+    model = request.path_params.get("model")
+    if kind != "inference" or not isinstance(model, str) or not model:
+        return
+    if not all(MODEL_PATTERN.fullmatch(name) for name in model.split(",")):
+        raise KeyRejected(400, "model_invalid", f"{model[:80]!r} is not a model name: use a name that "
+                          "GET /v1/models lists")

@@ -37,3 +37,28 @@ def listed_models(allowed: tuple[str, ...] | None, served: Set[str]) -> list[str
     if allowed is None:
         return []
     return [m for m in allowed if m in served] or [NO_MODELS]
+
+
+def group_aliases() -> dict[str, Any]:
+    """The router's model_group_alias ({alias: group or {"model": group, ...}}); empty outside the proxy."""
+    aliases = getattr(getattr(_proxy(), "llm_router", None), "model_group_alias", None)
+    return aliases if isinstance(aliases, dict) else {}
+
+
+def default_max_tokens(model: str) -> int | None:
+    """The max_tokens our config sets on `model`'s deployments (the completion cap a request gets when it
+    asks for none); None outside the proxy or when unset."""
+    router = getattr(_proxy(), "llm_router", None)
+    caps = [d.get("litellm_params", {}).get("max_tokens") for d in getattr(router, "model_list", None) or ()
+            if isinstance(d, dict) and d.get("model_name") == model]
+    ints = [c for c in caps if isinstance(c, int) and c > 0]
+    return max(ints) if ints else None
+
+
+def request_settings() -> tuple[dict[str, Any], str | None]:
+    """The proxy's general_settings and its `--model` (user_model), which outrank a request's path and body
+    in LiteLLM's choice of model; ({}, None) outside the proxy."""
+    proxy = _proxy()
+    settings = getattr(proxy, "general_settings", None)
+    user_model = getattr(proxy, "user_model", None)
+    return (settings if isinstance(settings, dict) else {}), (user_model if isinstance(user_model, str) else None)

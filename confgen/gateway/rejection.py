@@ -7,7 +7,8 @@ import uuid
 
 from litellm.proxy._types import ProxyErrorTypes, ProxyException
 
-TYPES = {401: ProxyErrorTypes.auth_error, 403: "permission_error", 429: "rate_limit_error", 503: "service_unavailable"}
+TYPES = {400: "invalid_request_error", 401: ProxyErrorTypes.auth_error, 403: "permission_error",
+         429: "rate_limit_error", 503: "service_unavailable"}
 
 
 class KeyRejected(ProxyException):  # type: ignore[misc]  # LiteLLM is not type-checked here

@@ -4,8 +4,9 @@ writer thread does the I/O.
 
 Success and failure events both carry `standard_logging_object`; a request our auth rejected arrives as a
 failure event whose exception is our KeyRejected (prefix, alias, reason, a request id of its own).
-Metrics count what the client got: a success event is the answer, and a failure counts once, in the
-proxy's post-call failure hook (a failure event can be one attempt of a request that a retry then answers).
+Metrics and limits count what the client got: a success event is the answer (its usage settles the
+request's reserved tokens), and a failure counts once, in the proxy's post-call failure hook (a failure
+event can be one attempt of a request that a retry or a fallback then answers, so it settles nothing).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from confgen.gateway import metrics, proxyinfo, runtime
 from confgen.gateway.limits import Ticket
-from confgen.ledger.events import META_TICKET, build_row, status_of
+from confgen.ledger.events import META_REQUEST_ID, META_TICKET, build_row, status_of
 from confgen.ledger.row import UsageRow
 
 log = logging.getLogger("confgen.ledger")
@@ -33,6 +34,9 @@ class UsageLogger(CustomLogger):  # type: ignore[misc]  # LiteLLM is not type-ch
                                       end_time: Any) -> None:
         row = await self._record(kwargs, ok=True)
         if row is not None:
+            auth_meta = ((kwargs.get("standard_logging_object") or {}).get("metadata") or {}).get(
+                "user_api_key_auth_metadata") or {}
+            await self._settle(auth_meta, row.prompt_tokens + row.completion_tokens, row.request_id)
             metrics.record_answer(
                 metrics.model_label(row.model, proxyinfo.served_models()), row.key_alias,
                 prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
@@ -49,6 +53,19 @@ class UsageLogger(CustomLogger):  # type: ignore[misc]  # LiteLLM is not type-ch
         alias = getattr(original_exception if ours else user_api_key_dict, "alias" if ours else "key_alias", None)
         metrics.record_failure(metrics.model_label((request_data or {}).get("model"), proxyinfo.served_models()),
                                alias if isinstance(alias, str) else None, status_of(original_exception, {}))
+        # The request has failed for good: free its slot and its reservation (its usage, if any, is unknown).
+        auth_meta = getattr(user_api_key_dict, "metadata", None)
+        if isinstance(auth_meta, dict):
+            await self._settle(auth_meta, 0, str(auth_meta.get(META_REQUEST_ID) or ""))
+
+    async def _settle(self, auth_meta: dict[str, Any], tokens: int, request_id: str) -> None:
+        ticket = Ticket.from_meta(auth_meta.get(META_TICKET) or "")
+        if ticket is None:
+            return
+        try:
+            await self.gateway.limiter.settle(ticket, tokens)
+        except Exception:  # at exit the event loop may be a new one; the slot then expires by itself
+            log.debug("settling the limits of %s failed", request_id, exc_info=True)
 
     async def _record(self, kwargs: dict[str, Any], ok: bool) -> UsageRow | None:
         payload = kwargs.get("standard_logging_object")
@@ -59,13 +76,6 @@ class UsageLogger(CustomLogger):  # type: ignore[misc]  # LiteLLM is not type-ch
             log.error("usage event without a request id (call type %s): not recorded", payload.get("call_type"))
             return None
         self.gateway.ledger.put(row)
-        auth_meta = (payload.get("metadata") or {}).get("user_api_key_auth_metadata") or {}
-        ticket = Ticket.from_meta(auth_meta.get(META_TICKET) or "")
-        if ticket is not None:
-            try:
-                await self.gateway.limiter.settle(ticket, row.prompt_tokens + row.completion_tokens)
-            except Exception:  # at exit the event loop may be a new one; the slot then expires by itself
-                log.debug("settling the limits of %s failed", row.request_id, exc_info=True)
         return row
 
 
