@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,9 @@ from confgen.load import Project
 from confgen.schema import SETTING_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
+# LiteLLM fetches its model cost map from GitHub when imported, unless told to use the copy it ships;
+# tests that import it (confgen.gateway.requestmodel) talk to loopback only.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 # A copy of models/tiny-cpu.yml, kept here so the tests do not move when the catalog does.
 TINY_CPU = """\

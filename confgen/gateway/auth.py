@@ -93,9 +93,10 @@ async def _admit(record: KeyRecord, target: requestmodel.Addressed, model: str, 
         raise KeyRejected(503, decision.reason or "budget_unavailable", f"The token budget of API key "
                           f"{record.alias} cannot be read (the usage ledger is unreachable); try again shortly",
                           prefix=record.prefix, alias=record.alias, retry_after_s=decision.retry_after_s)
+    hint = (f" (this request may use up to {reserve} tokens: a smaller max_tokens fits sooner)"
+            if decision.reason in {"tokens_limited", "budget_exceeded"} else "")
     raise KeyRejected(429, decision.reason or "rate_limited", f"API key {record.alias} is over its "
-                      f"{decision.limit} limit; retry in {decision.retry_after_s} s (this request may use up "
-                      f"to {reserve} tokens: a smaller max_tokens fits sooner)", prefix=record.prefix,
+                      f"{decision.limit} limit; retry in {decision.retry_after_s} s{hint}", prefix=record.prefix,
                       alias=record.alias, retry_after_s=decision.retry_after_s)
 
 

@@ -52,6 +52,8 @@ _MAX_TOKENS_FIELDS: Final = ("max_completion_tokens", "max_tokens", "max_output_
 # Prompt fields, by API; their JSON size / CHARS_PER_TOKEN over-estimates the tokens of typical text.
 _PROMPT_FIELDS: Final = ("messages", "prompt", "input", "system", "tools", "instructions")
 CHARS_PER_TOKEN: Final = 3
+# Tokens a chat template adds around the messages (role markers, a generation prompt): an allowance.
+TEMPLATE_TOKENS: Final = 16
 
 
 class NotAddressable(Exception):
@@ -80,7 +82,7 @@ class Addressed:
         cap = next((v for f in _MAX_TOKENS_FIELDS if isinstance(v := self.body.get(f), int) and v > 0), None)
         completion = 0 if self.route.endswith("embeddings") or self.route.endswith("count_tokens") else (
             cap or default_max_tokens or 0)
-        return math.ceil(prompt / CHARS_PER_TOKEN) + completion
+        return math.ceil(prompt / CHARS_PER_TOKEN) + TEMPLATE_TOKENS + completion
 
 
 def _aliased(model: str) -> str:
