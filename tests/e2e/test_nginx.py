@@ -30,6 +30,7 @@ from confgen.catalog import select
 from confgen.load import Project
 from confgen.render import nginx
 from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.keys_support import create_key
 from tests.nginxproc import cleanup, make_certs, nginx_test, prefix_folder, running_nginx
 
 pytestmark = pytest.mark.e2e
@@ -202,6 +203,25 @@ def test_a_model_path_serves_its_model_whatever_the_body_names(gateway: Gateway,
                            headers={"Authorization": f"Bearer {gateway.key}"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["choices"][0]["message"]["content"]
+
+
+def test_a_model_path_holds_a_key_to_its_models_and_limits(gateway: Gateway, stack: Stack) -> None:
+    """The body cannot lift a key onto a model path it may not use, and a path without a body model still
+    counts against the key's rpm (confgen/gateway/requestmodel.py reads the path as LiteLLM does)."""
+    url = stack.env["DATABASE_URL"]
+    elsewhere = create_key(url, "--alias", "nginx-other-only", "--models", "other-model")["key"]
+    limited = create_key(url, "--alias", "nginx-rpm-2", "--models", MODEL, "--rpm", "2")["key"]
+    with gateway.gated.client() as client:
+        refused = client.post(f"/{MODEL}/v1/chat/completions", json={**CHAT, "model": "other-model"},
+                              headers={"Authorization": f"Bearer {elsewhere}"})
+        assert refused.status_code == 403, refused.text
+        assert f"may not use model '{MODEL}'" in refused.json()["error"]["message"]
+        left = 60 - time.time() % 60
+        if left < 20:
+            time.sleep(left + 0.2)  # the three requests in one rpm window
+        codes = [client.post(f"/{MODEL}/v1/chat/completions", json=CHAT,
+                             headers={"Authorization": f"Bearer {limited}"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
 
 
 @pytest.mark.parametrize(("model", "status"), [
