@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from confgen.errors import ConfgenError, Problem
 from confgen.schema import SETTING_NAMES, ModelFile, Settings
+from confgen.secretnames import literal_secret
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -163,17 +164,29 @@ def load_model_file(project: Project, path: Path) -> ModelFile:
             where, f"expected a mapping of sections, got {type(data).__name__}", "see models/tiny-cpu.yml"
         )
     try:
-        return ModelFile.model_validate(data)
+        model = ModelFile.model_validate(data)
     except ValidationError as exc:
         raise _format_validation(where, ModelFile, exc) from None
+    secrets = [literal_secret(f"{where}: env.{key}", key, value) for key, value in model.env.items()]
+    if any(secrets):
+        raise ConfgenError([problem for problem in secrets if problem is not None])
+    return model
 
 
-def read_env_file(path: Path, where: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class EnvFile:
+    """A dotenv file's variables, and the line each is written on."""
+
+    values: dict[str, str]
+    lines: dict[str, int]
+
+
+def read_env_file(path: Path, where: str) -> EnvFile:
     """Parse a dotenv file; lines that do not parse, or keys that are not names, are errors."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return EnvFile({}, {})
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfgenError.one(where, f"cannot read: {exc}") from None
     # One parse, ours: dotenv_values() would parse again and log its own warning for a bad line.
@@ -185,6 +198,7 @@ def read_env_file(path: Path, where: str) -> dict[str, str]:
         if binding.error
     ]
     values = {binding.key: binding.value for binding in bindings if binding.key is not None}
+    lines = {binding.key: binding.original.line for binding in bindings if binding.key is not None}
     for key, value in values.items():
         if not ENV_KEY.match(key):
             problems.append(Problem(f"{where}: {key}", "not a valid variable name", "use letters, digits, '_'"))
@@ -192,7 +206,7 @@ def read_env_file(path: Path, where: str) -> dict[str, str]:
             problems.append(Problem(f"{where}: {key}", "has no value", f"write {key}=value"))
     if problems:
         raise ConfgenError(problems)
-    return {k: v for k, v in values.items() if v is not None}
+    return EnvFile({k: v for k, v in values.items() if v is not None}, lines)
 
 
 @dataclass(frozen=True)
@@ -208,7 +222,8 @@ def load_vars(project: Project, environ: dict[str, str] | None = None) -> Global
     """Load vars.env; a process variable of the same name overrides it (documented precedence)."""
     environ = dict(os.environ) if environ is None else environ
     where = project.rel(project.vars_env)
-    raw = read_env_file(project.vars_env, where)
+    env_file = read_env_file(project.vars_env, where)
+    raw = env_file.values
     sources = dict.fromkeys(raw, where)
     merged = dict(raw)
     for key in SETTING_NAMES | set(raw):
@@ -222,6 +237,7 @@ def load_vars(project: Project, environ: dict[str, str] | None = None) -> Global
         close = difflib.get_close_matches(key, SETTING_NAMES, n=1, cutoff=0.85)
         if close:
             problems.append(Problem(f"{where}: {key}", "unknown setting", f"did you mean {close[0]}?"))
+    problems += _literal_secrets(where, env_file, merged)
     if problems:
         raise ConfgenError(problems)
     typed = {k: v for k, v in merged.items() if k in SETTING_NAMES}
@@ -234,6 +250,21 @@ def load_vars(project: Project, environ: dict[str, str] | None = None) -> Global
         ) from None
     env = {k: v for k, v in merged.items() if k not in SETTING_NAMES}
     return GlobalVars(settings=settings, env=env, sources=sources)
+
+
+def _literal_secrets(where: str, env_file: EnvFile, merged: dict[str, str]) -> list[Problem]:
+    """Secret-looking variables of vars.env with a value, written there or given by the environment."""
+    found = []
+    for key, written in env_file.values.items():
+        if key in SETTING_NAMES:
+            continue
+        line = f"line {env_file.lines[key]}"
+        if written or not merged[key]:
+            found.append(literal_secret(f"{where}: {line}: {key}", key, written))
+        else:  # an empty KEY= that the environment fills
+            found.append(literal_secret(f"environment: {key} (named in {where} {line})", key, merged[key],
+                                        then=f"unset it in the environment, or drop it from {where}"))
+    return [problem for problem in found if problem is not None]
 
 
 def read_secrets(project: Project) -> dict[str, str]:

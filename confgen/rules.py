@@ -7,26 +7,13 @@ import re
 import yaml
 
 from confgen.catalog import Selection
-from confgen.errors import ConfgenError, Problem
+from confgen.errors import ConfgenError
 from confgen.load import read_secrets
 from confgen.render import litellm_config
 
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|MASTER_KEY)$")
 _REFERENCE = re.compile(r"os\.environ/([A-Za-z_][A-Za-z0-9_]*)")
 # Referenced by the generated config; created by `./runMe.sh` on first run if missing.
 REQUIRED_SECRETS = ("LITELLM_MASTER_KEY", "VLLM_API_KEY")
-
-
-def suspicious_env(selection: Selection) -> list[Problem]:
-    """A secret written into a model file or vars.env would be committed: it belongs in secrets/."""
-    problems = []
-    for m in selection.models:
-        for key, value in m.env.items():
-            if _SECRET_NAME.search(key) and value:
-                origin = m.file if key not in selection.gvars.env else "vars.env"
-                problems.append(Problem(f"{origin}: env.{key}", "looks like a secret written in a committed file",
-                                        f"remove it and put the value in secrets/{key}"))
-    return problems
 
 
 def referenced_secrets(config_text: str) -> set[str]:

@@ -15,17 +15,22 @@ from confgen.clients.endpoint import (
     normalise_base_url,
     select_models,
 )
+from confgen.errors import EXIT_USAGE, ConfgenError
 from confgen.load import Project
 
 
 def endpoint(project: Project, environ: Mapping[str, str], *, models: Sequence[str], key_file: Path | None,
-             alias: str | None, base_url: str | None, ca_file: Path | None,
+             alias: str | None, base_url: str | None, ca_file: Path | None, master_key: bool = False,
              show_key: bool = False) -> tuple[Endpoint, userkey.UserKey]:
+    if master_key and key_file is not None:
+        raise ConfgenError.one("--master-key", "and --key-file name two keys", "pass one of them", EXIT_USAGE)
     selection = select_models(project, models, environ)
     base = normalise_base_url(base_url) if base_url else default_base_url(selection)
     ca = ca_file_for(project, base, ca_file)
     if key_file is not None:
         key = userkey.from_file(key_file)
+    elif master_key:
+        key = userkey.master(project)
     else:
         key = userkey.for_user(project, environ, alias or userkey.default_alias(environ))
     key = key.with_value_shown(show_key)
@@ -34,7 +39,6 @@ def endpoint(project: Project, environ: Mapping[str, str], *, models: Sequence[s
 
 def key_lines(key: userkey.UserKey) -> list[str]:
     """What to tell the user about the key (never its value)."""
-    if key.fallback:
-        return [f"warning: {key.fallback}",
-                "         make per-user keys work: start PostgreSQL / set DATABASE_URL (confgen keys create)"]
+    if key.warning:
+        return [f"warning: {key.warning}"]
     return [f"key: {key.ref.label}"]

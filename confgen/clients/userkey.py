@@ -2,8 +2,9 @@
 DATABASE_URL), kept in the user's config folder (~/.config/confgen/keys/<alias>.key, mode 0600, the folder
 0700) and reused while the store says it is active; a revoked or expired one is replaced.
 
-When the key store cannot be reached the master key (secrets/LITELLM_MASTER_KEY) is the fallback, and the
-output says so. `--key-file` skips all of this.
+When the key store cannot be reached that is an error, never a silent switch to the master key
+(secrets/LITELLM_MASTER_KEY, which may call every route): the client gets it only when asked
+(`--master-key`). `--key-file` skips all of this.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import psycopg
 
 from confgen.atomic import write_atomic
 from confgen.clients.endpoint import MASTER_KEY_FILE, KeyRef, home
-from confgen.errors import ConfgenError
+from confgen.errors import EXIT_FAILED, ConfgenError
 from confgen.keys import db, migrations, store
 from confgen.load import Project, load_vars
 
@@ -29,13 +30,13 @@ class UserKey:
     ref: KeyRef
     value: str
     created: bool = False
-    fallback: str = ""  # why the master key is used instead of the user's own key
+    warning: str = ""  # why this key deserves a second look (the master key, asked for)
 
     def with_value_shown(self, show: bool) -> UserKey:
         if not show:
             return self
         ref = KeyRef(self.ref.path, self.ref.label, self.ref.env, self.value)
-        return UserKey(ref, self.value, self.created, self.fallback)
+        return UserKey(ref, self.value, self.created, self.warning)
 
 
 def user_name(environ: Mapping[str, str]) -> str:
@@ -73,20 +74,22 @@ def master(project: Project) -> UserKey:
     if not path.is_file():
         raise ConfgenError.one(project.rel(path), "missing: there is no key to give the client",
                                "start the stack once (./runMe.sh creates it) or pass --key-file", exit_code=3)
-    return UserKey(KeyRef(path, f"the master key ({project.rel(path)})"), read_key(path, project.rel(path)))
+    label = f"the master key ({project.rel(path)})"
+    return UserKey(KeyRef(path, label), read_key(path, project.rel(path)),
+                   warning=f"using {label}, as asked (--master-key): it may call every route, key administration too")
 
 
 def for_user(project: Project, environ: Mapping[str, str], alias: str) -> UserKey:
-    """The user's key: reused if its file holds an active key, else made now; the master key when the store is down."""
+    """The user's key: reused if its file holds an active key, else made now; an error when the store is down."""
     url = load_vars(project, dict(environ)).settings.DATABASE_URL
     try:
         db.ensure_database(url)
         conn = db.connect(url)
     except ConfgenError as exc:
-        fallback = master(project)
-        why = (f"the key store (DATABASE_URL={db.redact(url)}) is unreachable: {exc.problems[0].what}; using "
-               f"{fallback.ref.label} instead of a key of your own")
-        return UserKey(fallback.ref, fallback.value, fallback=why)
+        raise ConfgenError.one(
+            f"DATABASE_URL={db.redact(url)}", f"the key store is unreachable ({exc.problems[0].what})",
+            "start PostgreSQL or point DATABASE_URL at a running server (you then get a key of your own), "
+            "pass --key-file FILE, or pass --master-key to give the client the master key", EXIT_FAILED) from None
     path = key_dir(environ) / f"{alias}.key"
     with conn:
         migrations.migrate(conn)

@@ -11,7 +11,7 @@ from confgen.plan.checks import plan_checks
 from confgen.render import render_all
 from confgen.routing.load import FILE_NAME
 from confgen.routing.plan import plan_routes
-from confgen.rules import secret_report, suspicious_env
+from confgen.rules import secret_report
 from confgen.vllm_check import check_commands
 
 
@@ -23,7 +23,6 @@ def command(ctx: click.Context, with_vllm: bool) -> int:
     """Validate every model file, vars.env, the template and the rules across files."""
     project = project_from(ctx)
     selection, problems = load_all(project)
-    problems += suspicious_env(selection)
     routing_notes: list[str] = []
     if selection.models:
         try:

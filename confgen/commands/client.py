@@ -13,7 +13,7 @@ from confgen.commands import project_from
 
 
 def endpoint_options(func: click.decorators.FC) -> click.decorators.FC:
-    """--model, --key-file, --alias, --base-url, --ca-file (shared with `confgen launch`)."""
+    """--model, --key-file, --master-key, --alias, --base-url, --ca-file (shared with `confgen launch`)."""
     options = [
         click.option("--model", "models", multiple=True, metavar="NAME",
                      help="A catalog model; repeat for several (the first is the default).  "
@@ -21,6 +21,10 @@ def endpoint_options(func: click.decorators.FC) -> click.decorators.FC:
         click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="A file holding the key to use.  [default: your own key, made with the key store on "
                           "first use and kept in ~/.config/confgen/keys/ALIAS.key]"),
+        click.option("--master-key", is_flag=True,
+                     help="Give the client the master key (secrets/LITELLM_MASTER_KEY), which may call every route, "
+                          "instead of a key of your own; never done without this flag, even when the key store "
+                          "is down."),
         click.option("--alias", default=None, help="Alias of your own key.  [default: <user>-agents]"),
         click.option("--base-url", default=None, metavar="URL",
                      help="The gateway, without /v1.  [default: http://LITELLM_HOST:LITELLM_PORT from vars.env]"),
@@ -39,13 +43,13 @@ def endpoint_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--write", "write_files", is_flag=True,
               help="Write the files to the client's usual place (HOME, CODEX_HOME, ...), backing up what is there.")
 @click.pass_context
-def command(ctx: click.Context, *, name: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
-            base_url: str | None, ca_file: Path | None, show_key: bool, write_files: bool) -> int:
+def command(ctx: click.Context, *, name: str, models: tuple[str, ...], key_file: Path | None, master_key: bool,
+            alias: str | None, base_url: str | None, ca_file: Path | None, show_key: bool, write_files: bool) -> int:
     """Print (or --write) the configuration of NAME for this gateway: each model with its context and a max
     output that fits it; the key is referenced by its file or a variable, never printed unless asked."""
     environ = dict(os.environ)
     ep, key = endpoint(project_from(ctx), environ, models=models, key_file=key_file, alias=alias,
-                       base_url=base_url, ca_file=ca_file, show_key=show_key)
+                       base_url=base_url, ca_file=ca_file, master_key=master_key, show_key=show_key)
     for line in key_lines(key):
         click.echo(line, err=True)
     config = CLIENTS[name](ep, environ)

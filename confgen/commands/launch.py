@@ -21,8 +21,8 @@ from confgen.commands.client import endpoint_options
 @click.option("--dry-run", is_flag=True, help="Check and print what would run (no key values), do not start it.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def command(ctx: click.Context, *, agent: str, models: tuple[str, ...], key_file: Path | None, alias: str | None,
-            base_url: str | None, ca_file: Path | None, binary: Path | None, dry_run: bool,
+def command(ctx: click.Context, *, agent: str, models: tuple[str, ...], key_file: Path | None, master_key: bool,
+            alias: str | None, base_url: str | None, ca_file: Path | None, binary: Path | None, dry_run: bool,
             args: tuple[str, ...]) -> int:
     """Make or reuse your key, check that the gateway answers, accepts it and serves the model, set the
     environment (base URL, key, models, output limit, attribution header off, no telemetry or updates, CA file
@@ -30,7 +30,7 @@ def command(ctx: click.Context, *, agent: str, models: tuple[str, ...], key_file
     environ = dict(os.environ)
     exe = launch.find_binary(agent, binary, environ)
     ep, key = endpoint(project_from(ctx), environ, models=models, key_file=key_file, alias=alias,
-                       base_url=base_url, ca_file=ca_file)
+                       base_url=base_url, ca_file=ca_file, master_key=master_key)
     for line in key_lines(key):
         click.echo(line, err=True)
     launch.preflight(ep, key.value)

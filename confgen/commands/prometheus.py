@@ -27,7 +27,7 @@ def command(ctx: click.Context, models: tuple[str, ...], out: Path, docker: bool
     """Render the Prometheus scrape config for the selected models."""
     project = project_from(ctx)
     for name, text in prometheus.render(select(project, list(models)), docker=docker).items():
-        write_atomic(out / name, text, mode=0o644)
+        write_atomic(out / name, text)
         click.echo(f"wrote {out / name}")
     if docker:
         for created in monitoring.prepare_docker(project, out):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from confgen.atomic import write_atomic
 from confgen.catalog import Selection
-from confgen.errors import ConfgenError
-from confgen.load import read_secrets
 from confgen.render import litellm_config, models_yml
+from confgen.render.secret_values import refuse_secret_values
 
 Target = Callable[[Selection], dict[str, str]]
 TARGETS: dict[str, Target] = {
@@ -22,7 +21,7 @@ def render_all(selection: Selection) -> dict[str, str]:
     files: dict[str, str] = {}
     for target in TARGETS.values():
         files.update(target(selection))
-    _refuse_secret_values(selection, files)
+    refuse_secret_values(selection.project, files, "reference it as os.environ/{secret} instead of writing its value")
     return files
 
 
@@ -30,19 +29,6 @@ def write_all(selection: Selection, out: Path) -> list[Path]:
     written = []
     for name, text in render_all(selection).items():
         path = out / name
-        write_atomic(path, text, mode=0o644)
+        write_atomic(path, text)  # 0600: models.yml lists each model's env
         written.append(path)
     return written
-
-
-def _refuse_secret_values(selection: Selection, files: dict[str, str]) -> None:
-    """A secret's value must never land in a generated file; they are referenced by name."""
-    for secret, value in read_secrets(selection.project).items():
-        if len(value) < 8:
-            continue
-        for name, text in files.items():
-            if value in text:
-                raise ConfgenError.one(
-                    name, f"would contain the value of secret {secret}",
-                    f"reference it as os.environ/{secret} instead of writing its value",
-                )

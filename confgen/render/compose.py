@@ -110,5 +110,5 @@ def render(project: Project, deployment: Deployment) -> dict[str, str]:
 def write(project: Project, deployment: Deployment, out: Path) -> Path:
     from confgen.atomic import write_atomic
 
-    write_atomic(out, render(project, deployment)[OUTPUT], mode=0o644)
+    write_atomic(out, render(project, deployment)[OUTPUT])
     return out

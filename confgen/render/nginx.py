@@ -21,8 +21,8 @@ import jinja2
 from confgen.atomic import write_atomic
 from confgen.catalog import Selection
 from confgen.errors import ConfgenError
-from confgen.load import read_secrets
 from confgen.merge import ResolvedModel
+from confgen.render.secret_values import refuse_secret_values
 
 CONF_FILE = "nginx.conf"
 AUTH_FILE = "vllm-auth.conf"
@@ -101,10 +101,10 @@ def write(selection: Selection, options: NginxOptions, out: Path, vllm_key: str 
     """nginx.conf (and, for public paths, the 0600 file with the vLLM key) plus the logs/ and tmp/
     folders that `nginx -p <out>` writes to."""
     files = render(selection, options)
-    _refuse_secret_values(selection, files)
+    refuse_secret_values(selection.project, files, "keep secrets out of model names and paths")
     written = []
     for name, text in files.items():
-        write_atomic(out / name, text, mode=0o644)
+        write_atomic(out / name, text)  # 0600: nginx's master process reads it, as it reads AUTH_FILE
         written.append(out / name)
     if options.public_paths:
         if not vllm_key:
@@ -172,11 +172,3 @@ def _check_options(selection: Selection, options: NginxOptions) -> None:
         if port in taken:
             raise ConfgenError.one(flag, f"port {port} is the port of {taken[port]}", "pick another port",
                                    exit_code=2)
-
-
-def _refuse_secret_values(selection: Selection, files: dict[str, str]) -> None:
-    """nginx.conf must not hold a secret's value; the vLLM key lives only in the 0600 auth file."""
-    for secret, value in read_secrets(selection.project).items():
-        if len(value) >= 8 and any(value in text for text in files.values()):
-            raise ConfgenError.one(CONF_FILE, f"would contain the value of secret {secret}",
-                                   "keep secrets out of model names and paths")

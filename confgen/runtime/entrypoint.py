@@ -41,7 +41,7 @@ def prepare(project: Project, name: str, out: Path, environ: dict[str, str], *,
     selection = select(project, names, environ, source="MODEL")
     model = selection.models[names.index(name)]
     secrets = secret_files.require(project, ("VLLM_API_KEY",))
-    secrets |= secret_files.optional(project, ("HF_TOKEN",))
+    secrets |= secret_files.for_vllm(project, model.env)
     argv = override_flags(model.argv, vllm_args)
     write_all(selection, out)
     # vLLM reads VLLM_API_KEY itself, so the key never appears in argv (visible in `ps`).

@@ -36,7 +36,7 @@ def multiproc_dir(run: RunDir) -> Path:
 
 def write_config(selection: Selection, run: RunDir) -> Path:
     path = run.generated / "prometheus.yml"
-    write_atomic(path, prometheus.render(selection)["prometheus.yml"], mode=0o644)
+    write_atomic(path, prometheus.render(selection)["prometheus.yml"])
     return path
 
 

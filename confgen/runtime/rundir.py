@@ -16,6 +16,13 @@ class Proc:
     pid: int
     log: str
     url: str
+    # The start time of `pid` when it was spawned (start_time): after a reboot the pid may be another
+    # process's. None in a state file of an older confgen: such a pid is trusted as before.
+    started: int | None = None
+
+    @classmethod
+    def spawned(cls, name: str, pid: int, log: str, url: str) -> Proc:
+        return cls(name, pid, log, url, start_time(pid))
 
 
 @dataclass
@@ -67,6 +74,21 @@ class RunDir:
 
     def clear(self) -> None:
         self.state_file.unlink(missing_ok=True)
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot: field 22 of /proc/<pid>/stat (proc(5)); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()  # the name, field 2, may hold spaces and ")"
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])  # fields[0] is field 3
+
+
+def ours(proc: Proc) -> bool:
+    """The process we spawned is still running under its pid (not a later process given the same pid)."""
+    return alive(proc.pid) and (proc.started is None or start_time(proc.pid) == proc.started)
 
 
 def alive(pid: int) -> bool:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from confgen.atomic import write_atomic
 from confgen.errors import ConfgenError
 from confgen.load import Project, read_secrets
+from confgen.secretnames import looks_secret
 
 GENERATED = ("LITELLM_MASTER_KEY", "VLLM_API_KEY")
 # Secrets handed to vLLM's process when present.
@@ -51,6 +53,14 @@ def require(project: Project, names: tuple[str, ...]) -> dict[str, str]:
 def optional(project: Project, names: tuple[str, ...]) -> dict[str, str]:
     found = read_secrets(project)
     return {name: found[name] for name in names if name in found}
+
+
+def for_vllm(project: Project, env: Mapping[str, str]) -> dict[str, str]:
+    """HF_TOKEN, and each secret-looking variable the model's env names with an empty value (the way to ask
+    for one: confgen.secretnames refuses a value there), from secrets/; the gateway's master key never."""
+    asked = [name for name, value in env.items() if not value and looks_secret(name)]
+    names = tuple(name for name in ("HF_TOKEN", *asked) if name != "LITELLM_MASTER_KEY")
+    return optional(project, names)
 
 
 def masked(value: str) -> str:

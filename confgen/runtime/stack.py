@@ -23,7 +23,7 @@ from confgen.render import write_all
 from confgen.routing import status as routes_status
 from confgen.runtime import datastores, docker, gateway_tuning, install, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
-from confgen.runtime.rundir import Proc, RunDir, State, alive
+from confgen.runtime.rundir import Proc, RunDir, State, alive, ours, start_time
 from confgen.schema import Settings
 
 DEFAULT_GPU_MODEL = "glm47-flash"
@@ -110,7 +110,7 @@ def _running(run: RunDir) -> State | None:
     state = run.read()
     if state is None:
         return None
-    if any(alive(p.pid) for p in state.procs):
+    if any(ours(p) for p in state.procs):
         return state
     run.clear()
     return None
@@ -163,7 +163,7 @@ def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedM
     click.echo(f"starting vLLM for {model.name} on {model.host}:{model.port} (log: {log})")
     proc = _spawn(argv, env, log, project.root)
     url = f"http://{_reach(model.host)}:{model.port}"
-    state.procs.append(Proc("vllm", proc.pid, str(log), url))
+    state.procs.append(Proc.spawned("vllm", proc.pid, str(log), url))
     run.write(state)
     return lambda deadline_s: wait_healthy(f"vLLM ({model.name})", proc, log, lambda: _ok(f"{url}/health"),
                                            deadline_s)
@@ -201,7 +201,7 @@ def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secret
     click.echo(f"starting the LiteLLM gateway on {host}:{port} (log: {log})")
     proc = _spawn(argv, env, log, run.generated)
     url = f"http://{_reach(host)}:{port}"
-    state.procs.append(Proc("litellm", proc.pid, str(log), url))
+    state.procs.append(Proc.spawned("litellm", proc.pid, str(log), url))
     run.write(state)
     return lambda deadline_s: wait_healthy("LiteLLM gateway", proc, log,
                                            lambda: _ok(f"{url}/health/liveliness"), deadline_s)
@@ -215,7 +215,7 @@ def _start_prometheus(selection: Selection, run: RunDir, state: State, exe: str)
     click.echo(f"starting Prometheus on {monitoring.HOST}:{port} (log: {log})")
     proc = _spawn(monitoring.argv(exe, config, run, port), {"PATH": os.environ.get("PATH", "")}, log, run.path)
     url = f"http://{monitoring.HOST}:{port}"
-    state.procs.append(Proc("prometheus", proc.pid, str(log), url))
+    state.procs.append(Proc.spawned("prometheus", proc.pid, str(log), url))
     run.write(state)
     return lambda deadline_s: wait_healthy("Prometheus", proc, log, lambda: _ok(url + monitoring.READY_PATH),
                                            deadline_s)
@@ -283,22 +283,35 @@ ready: {model.served_name} behind the gateway at {state.gateway}
 
 
 def stop_procs(procs: list[Proc], grace_s: float = 15.0) -> list[str]:
-    """SIGTERM each process group (gateway first), then SIGKILL what is left after the grace time."""
+    """SIGTERM each process group (gateway first), then SIGKILL what is left after the grace time; a pid that
+    is no longer the process we started (its start time differs) is never signalled."""
+    procs = [proc for proc in procs if _still_ours(proc)]
     stopped = []
     for proc in reversed(procs):
-        if not alive(proc.pid):
-            continue
         _signal_group(proc.pid, signal.SIGTERM)
         stopped.append(proc.name)
     end = time.monotonic() + grace_s
-    while time.monotonic() < end and any(alive(p.pid) for p in procs):
+    while time.monotonic() < end and any(ours(p) for p in procs):
         _reap(procs)
         time.sleep(0.2)
     for proc in procs:
-        if alive(proc.pid):
+        if ours(proc):
             _signal_group(proc.pid, signal.SIGKILL)
     _reap(procs)
     return stopped
+
+
+def _still_ours(proc: Proc) -> bool:
+    """Running and ours; a pid now held by another process is named and dropped."""
+    if not alive(proc.pid):
+        return False
+    now = start_time(proc.pid)
+    if proc.started is None or now == proc.started:
+        return True
+    if now is not None:  # None: it exited just now
+        click.echo(f"pid {proc.pid} ({proc.name}) is no longer ours (started at {now}, ours at {proc.started}, "
+                   "in clock ticks after boot): not signalled")
+    return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -347,7 +360,7 @@ def status(project: Project, environ: dict[str, str]) -> int:
     click.echo(f"model {state.model}, started {state.started_at}, gateway {state.gateway}")
     for proc in state.procs:
         path = HEALTH_PATHS.get(proc.name, "/health")
-        up_ = alive(proc.pid)
+        up_ = ours(proc)
         ok = up_ and _ok(proc.url + path)
         healthy &= ok
         label = "healthy" if ok else ("running, not healthy" if up_ else "exited")

@@ -319,12 +319,17 @@ def test_launch_without_the_client_installed(setup: Setup) -> None:
     assert "codex: not found on PATH (npm install -g @openai/codex@0.169.0" in done.stderr
 
 
-def test_the_master_key_is_the_fallback_when_the_key_store_is_down(setup: Setup) -> None:
-    done = ok(setup.user.confgen("client", "openai", "--model", "sim-native", isolate=False, USER="nobody",
-                                 DATABASE_URL="postgresql://postgres@127.0.0.1:1/confgen"))
+def test_the_master_key_is_handed_out_only_when_asked_for(setup: Setup) -> None:
+    down = "postgresql://postgres@127.0.0.1:1/confgen"
+    refused = setup.user.confgen("client", "openai", "--model", "sim-native", isolate=False, USER="nobody",
+                                 DATABASE_URL=down)
+    assert refused.returncode == 3, refused.stderr
+    assert refused.stderr.startswith(f"error: DATABASE_URL={down}: the key store is unreachable")
+    assert "pass --master-key" in refused.stderr
+    assert "OPENAI_API_KEY" not in refused.stdout
+    done = ok(setup.user.confgen("client", "openai", "--model", "sim-native", "--master-key", isolate=False,
+                                 USER="nobody", DATABASE_URL=down))
     master = setup.user.project.secrets_dir / "LITELLM_MASTER_KEY"
-    assert done.stderr.startswith("warning: the key store (DATABASE_URL=postgresql://postgres@127.0.0.1:1/confgen) "
-                                  "is unreachable: PostgreSQL is not reachable")
-    assert "using the master key (secrets/LITELLM_MASTER_KEY) instead of a key of your own" in done.stderr
+    assert "using the master key (secrets/LITELLM_MASTER_KEY), as asked (--master-key)" in done.stderr
     assert f'export OPENAI_API_KEY="$(cat {master})"' in done.stdout
     assert MASTER_KEY not in done.stdout + done.stderr

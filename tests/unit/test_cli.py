@@ -121,15 +121,16 @@ def test_a_broken_model_file_fails_check(
 def test_cross_file_problems_fail_check(
     run_cli: RunCli, project: Project, write_model: WriteModel, tiny_doc: dict[str, Any]
 ) -> None:
-    tiny_doc["env"]["HF_TOKEN"] = "abc"
     write_model("other", tiny_doc)
+    project.vars_env.write_text("HF_TOKEN=abc\n")
     result = run_cli("check", "--no-vllm")
     assert result.exit_code == 1
     assert result.stderr == (
+        "error: vars.env: line 1: HF_TOKEN: looks like a secret (its name has TOKEN): its value would be copied "
+        "in clear into generated files such as models.yml (put it in secrets/HF_TOKEN instead and leave HF_TOKEN "
+        "empty here: vLLM gets it from that file)\n"
         "error: models/tiny-cpu.yml: serve.port: port 8000 is also used by models/other.yml "
         "(give each model its own port (serve.port in the model file))\n"
-        "error: models/other.yml: env.HF_TOKEN: looks like a secret written in a committed file "
-        "(remove it and put the value in secrets/HF_TOKEN)\n"
         f"check failed: 2 problem(s) in {project.root}\n"
     )
 

@@ -207,6 +207,51 @@ def test_no_model_and_no_running_stack(run_cli: RunCli, home: Path, key_file: Pa
                              "with --model (`confgen list` shows the catalog))\n")
 
 
+# No server behind this socket folder: the connection fails at once. Both password forms must stay hidden.
+NO_STORE = "postgresql://postgres:s3cret@/confgen?host=/nonexistent-confgen-socket-dir&password=s3cret2"
+MASTER = "sk-master-" + "m" * 32
+
+
+def no_store_env(home: Path) -> dict[str, str | None]:
+    return {"HOME": str(home), "XDG_CONFIG_HOME": None, "DATABASE_URL": NO_STORE}
+
+
+@pytest.mark.parametrize("argv", [("client", "openai"), ("launch", "codex", "--bin", "/bin/true", "--dry-run")])
+def test_an_unreachable_key_store_is_an_error_not_the_master_key(
+    run_cli: RunCli, home: Path, write_secret: Callable[[str, str], Path], argv: tuple[str, ...]
+) -> None:
+    write_secret("LITELLM_MASTER_KEY", MASTER)
+    result = run_cli(*argv, "--model", "tiny-cpu", env=no_store_env(home))
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "error: DATABASE_URL=postgresql://postgres:***@/confgen?host=/nonexistent-confgen-socket-dir&password=***: "
+        "the key store is unreachable (PostgreSQL is not reachable: ")
+    assert result.stderr.endswith(
+        "(start PostgreSQL or point DATABASE_URL at a running server (you then get a key of your own), pass "
+        "--key-file FILE, or pass --master-key to give the client the master key)\n")
+    assert "s3cret" not in result.output
+    assert "LITELLM_MASTER_KEY" not in result.output
+
+
+def test_the_master_key_only_when_asked(run_cli: RunCli, home: Path, project: Project,
+                                        write_secret: Callable[[str, str], Path]) -> None:
+    write_secret("LITELLM_MASTER_KEY", MASTER)
+    result = run_cli("client", "openai", "--model", "tiny-cpu", "--master-key", env=no_store_env(home))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("warning: using the master key (secrets/LITELLM_MASTER_KEY), as asked (--master-key): "
+                             "it may call every route, key administration too\n")
+    assert f'export OPENAI_API_KEY="$(cat {project.secrets_dir / "LITELLM_MASTER_KEY"})"' in result.stdout
+    assert MASTER not in result.output
+
+
+def test_master_key_and_key_file_are_one_too_many(run_cli: RunCli, home: Path, key_file: Path) -> None:
+    result = run_cli("client", "openai", "--model", "tiny-cpu", "--master-key", "--key-file", str(key_file),
+                     env=no_store_env(home))
+    assert result.exit_code == 2
+    assert result.stderr == "error: --master-key: and --key-file name two keys (pass one of them)\n"
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("http://127.0.0.1:4000", "http://127.0.0.1:4000"), ("http://h:1/v1/", "http://h:1"),
     ("https://gw.example/llm/v1", "https://gw.example/llm")])

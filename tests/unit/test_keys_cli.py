@@ -79,16 +79,3 @@ def test_vars_env_sets_the_database(run_cli: RunCli, write_vars: Callable[[str],
     result = run_cli("keys", "list")
     assert result.exit_code == 3
     assert "DATABASE_URL=postgresql://postgres:***@/confgen" in result.stderr
-
-
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql://app:pw@db:5432/confgen", "postgresql://app:***@db:5432/confgen"),
-    ("postgresql://postgres@127.0.0.1:5432/confgen", "postgresql://postgres@127.0.0.1:5432/confgen"),
-    ("postgresql://x:y@[::1", "postgresql://x:***@[::1"),
-    ("host=db password=pw dbname=confgen", "host=db password=*** dbname=confgen"),
-    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
-])
-def test_redact(url: str, shown: str) -> None:
-    from confgen.keys.db import redact
-
-    assert redact(url) == shown

@@ -11,7 +11,7 @@ import pytest
 from confgen.catalog import load_all, select
 from confgen.errors import ConfgenError
 from confgen.load import Project
-from confgen.rules import referenced_secrets, secret_report, suspicious_env
+from confgen.rules import referenced_secrets, secret_report
 
 WriteModel = Callable[[str, Any], Path]
 
@@ -64,25 +64,6 @@ def test_problems_of_every_file_are_collected(project: Project, write_model: Wri
         "integer, got 'abc'",
         "models/a.yml: file is empty (add the info, command, env and litellm sections)",
         "models/b.yml: expected a mapping of sections, got list (see models/tiny-cpu.yml)",
-    ]
-
-
-def test_a_secret_in_a_model_file_belongs_in_secrets(
-    project: Project, write_model: WriteModel, tiny_doc: dict[str, Any]
-) -> None:
-    tiny_doc["env"].update(HF_TOKEN="abc", HF_TOKEN_PATH="/x", WANDB_API_KEY="")
-    write_model("tiny-cpu", tiny_doc)
-    assert [str(p) for p in suspicious_env(select(project, ["tiny-cpu"], {}))] == [
-        "models/tiny-cpu.yml: env.HF_TOKEN: looks like a secret written in a committed file "
-        "(remove it and put the value in secrets/HF_TOKEN)"
-    ]
-
-
-def test_a_secret_in_vars_env_is_blamed_on_vars_env(project: Project) -> None:
-    project.vars_env.write_text("OPENAI_API_KEY=sk-abc\n")
-    assert [str(p) for p in suspicious_env(select(project, ["tiny-cpu"], {}))] == [
-        "vars.env: env.OPENAI_API_KEY: looks like a secret written in a committed file "
-        "(remove it and put the value in secrets/OPENAI_API_KEY)"
     ]
 
 
