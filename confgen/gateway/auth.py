@@ -9,7 +9,7 @@ Answers: 401 missing, malformed, unknown, revoked or expired key; 400 a request 
 several, or a name that is not one; 403 a model the key may not use or a route only the master key may
 call; 429 + Retry-After over rpm, tpm, parallel requests or the token budget; 503 a key that cannot be
 checked because the database is down and the key is not cached, or a budget that cannot be read.
-LiteLLM's own key checks need its Prisma database, which we do not run (docs/security.md).
+LiteLLM's own key checks need its Prisma database (litellm/proxy/auth/user_api_key_auth.py), which we do not run.
 """
 
 from __future__ import annotations
