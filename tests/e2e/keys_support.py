@@ -8,6 +8,7 @@ Ports: gateways 14400-14449, simulators 18400-18449, private PostgreSQL 15432-15
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import pwd
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+import yaml
 from psycopg import sql
 
 from confgen.catalog import select
@@ -133,12 +135,22 @@ class PrivatePostgres:
         return (self.data / "postmaster.pid").exists()
 
 
-def render_config(folder: Path, sim_port: int) -> Path:
-    """The real template rendered for tiny-cpu, pointed at the simulator."""
+def render_config(folder: Path, sim_port: int, also: dict[str, int] | None = None) -> Path:
+    """The real template rendered for tiny-cpu, pointed at the simulator; `also` adds model groups (served
+    name -> simulator port) with tiny-cpu's settings."""
     selection = select(Project(ROOT), [MODEL], {**os.environ, "VLLM_PORT": str(sim_port)})
     folder.mkdir(parents=True, exist_ok=True)
+    text = render_all(selection)["config.yaml"]
+    if also:
+        data = yaml.safe_load(text)
+        for name, port in also.items():
+            extra = copy.deepcopy(data["model_list"][0])
+            extra["model_name"] = name
+            extra["litellm_params"].update(model=f"hosted_vllm/{name}", api_base=f"http://127.0.0.1:{port}/v1")
+            data["model_list"].append(extra)
+        text = yaml.safe_dump(data, sort_keys=False)
     path = folder / "config.yaml"
-    path.write_text(render_all(selection)["config.yaml"], encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from confgen.gateway.requestmodel import Addressed
 from tests.e2e.keys_support import (
@@ -41,18 +39,6 @@ OTHER = "other-model"
 CHAT = {"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _two_models(folder: Path) -> Path:
-    """The rendered config for tiny-cpu, plus a second model group on the second simulator."""
-    config = render_config(folder, SIM_A)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    other: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data["model_list"][0]))
-    other["model_name"] = OTHER
-    other["litellm_params"].update(model=f"hosted_vllm/{OTHER}", api_base=f"http://127.0.0.1:{SIM_B}/v1")
-    data["model_list"].append(other)
-    config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return config
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     with scratch_database() as database:
@@ -62,7 +48,7 @@ def url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gateway(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("routes")
-    config = _two_models(folder / "generated")
+    config = render_config(folder / "generated", SIM_A, also={OTHER: SIM_B})
     flags = ("--ttft-ms", "1", "--itl-ms", "1", "--output-tokens", "4", "--max-num-seqs", "256")
     env = {"VLLM_API_KEY": VLLM_KEY}
     with (running_sim(SIM_A, "--served-model-name", MODEL, *flags, env=env),
