@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from confgen.sizes import parse_size
 
@@ -25,6 +25,11 @@ def _env_value(value: object) -> object:
 
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def redis_off(url: str) -> bool:
+    """REDIS_URL (CONFGEN_REDIS_URL for the gateway) that means "no Redis": limits counted per process."""
+    return url.strip().lower() in {"", "none", "off"}
 
 
 class _Strict(BaseModel):
@@ -171,6 +176,18 @@ class Settings(_Strict):
     LEDGER_SPOOL_DIR: str = ""
     # Seconds a key's record is cached in each gateway: a revocation lands within about this long.
     KEY_CACHE_TTL: float = Field(5.0, gt=0, le=300)
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _shared_counters_for_several_workers(cls, value: str, info: ValidationInfo) -> str:
+        # Fields are validated in order: LITELLM_NUM_WORKERS (above) is known here unless it was invalid.
+        workers = info.data.get("LITELLM_NUM_WORKERS", 1)
+        if workers > 1 and redis_off(value):
+            raise ValueError(f"is {value!r} (no Redis) but LITELLM_NUM_WORKERS={workers}: each of the {workers} "
+                             "gateway workers would count rate limits, parallel slots and budgets on its own, so "
+                             f"every key would get {workers} times its limits; set REDIS_URL to a Redis (e.g. "
+                             "redis://127.0.0.1:6379/0) or LITELLM_NUM_WORKERS=1")
+        return value
 
 
 SETTING_NAMES = frozenset(Settings.model_fields)

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from confgen.gateway.config import GatewayConfig
+from confgen.errors import ConfgenError
+from confgen.gateway import edge
+from confgen.gateway.config import ENV, GatewayConfig
 from confgen.gateway.keycache import KeyCache, Snapshot
 from confgen.gateway.limits import Limiter, RedisCounters
 from confgen.keys import migrations, store
@@ -73,7 +75,8 @@ class Gateway:
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.db = AsyncDB(config.database_url)
         snapshot = Snapshot(config.snapshot) if config.snapshot else None
-        self.keys = KeyCache(self._fetch, ttl_s=config.key_ttl_s, snapshot=snapshot)
+        self.keys = KeyCache(self._fetch, ttl_s=config.key_ttl_s, stale_max_s=config.key_stale_max_s,
+                             snapshot=snapshot)
         shared = RedisCounters(config.redis_url, config.redis_prefix) if config.redis_url else None
         self.limiter = Limiter(shared, seed=self._seed, slot_ttl_s=config.slot_ttl_s)
         self.ledger = LedgerWriter(config.database_url, Spool(config.spool_dir))
@@ -90,7 +93,8 @@ class Gateway:
         return await self.db.run(query)
 
     def start(self) -> None:
-        """Migrate (idempotent) and say what this gateway found; never fails the gateway's start."""
+        """Migrate (idempotent), say what this gateway found, put the edge limits in front of the proxy's app;
+        never fails the gateway's start (a bad setting already failed it, in GatewayConfig.from_env)."""
         url = redact(self.config.database_url)
         try:
             with psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=2) as conn:
@@ -104,11 +108,12 @@ class Gateway:
                         "snapshot %s; unknown keys get 503; usage rows are kept in the spool %s and replayed "
                         "when the database is back", url, first_line(exc), self.keys.snapshot_size,
                         self.config.snapshot or "(none)", self.config.spool_dir)
-        if not os.environ.get("CONFGEN_LEDGER_SPOOL"):
-            log.warning("CONFGEN_LEDGER_SPOOL is not set: the usage spool is %s, which may not survive a reboot; "
-                        "point it at a persistent folder", self.config.spool_dir)
+        if not os.environ.get(ENV["spool_dir"]):
+            log.warning("%s is not set: usage rows wait in %s while PostgreSQL is down", ENV["spool_dir"],
+                        self.config.spool_dir)
         if self.config.redis_url is None:
             log.warning("no Redis configured: rate limits are counted per gateway instance")
+        edge.install(self.config.edge)  # in the proxy: every request passes the edge limits first
         self.ledger.start()
 
     def close(self) -> None:
@@ -126,7 +131,11 @@ def gateway() -> Gateway:
         with _lock:
             if _gateway is None:
                 _setup_logging()
-                made = Gateway(GatewayConfig.from_env(os.environ))
+                try:
+                    made = Gateway(GatewayConfig.from_env(os.environ))
+                except ConfgenError as exc:  # LiteLLM's start-up then fails with it; the log says why first
+                    log.error("the gateway cannot start: %s", exc)  # noqa: TRY400 - a user error, no traceback
+                    raise
                 made.start()
                 _install_exit_hooks()
                 _gateway = made

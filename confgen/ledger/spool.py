@@ -5,6 +5,10 @@ it is written. Replay takes files oldest first (names start with a nanosecond ti
 rows in order in batches and deletes a file only when all of it is in; a file left by a dead process is
 unlocked and replayed by the next writer that finds it. Inserts are idempotent on request_id, so a replay
 cut short and done again counts nothing twice.
+
+The folder is checked when the spool is made (the gateway's start): it must be a folder of this user that
+no one else can write, since anyone who can write there can add usage rows or replace the files. A
+missing folder is created with mode 0700.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from confgen.errors import ConfgenError
 from confgen.ledger.row import UsageRow
 
 log = logging.getLogger("confgen.ledger")
@@ -30,6 +36,7 @@ REPLAY_BATCH = 1000
 class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        _private_folder(folder)
         self._lock = threading.Lock()
         self._own: IO[bytes] | None = None
         self._own_path: Path | None = None
@@ -52,7 +59,6 @@ class Spool:
             self.own_rows += len(rows)
 
     def _open_own(self) -> IO[bytes]:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}"
         tmp = self.folder / f".{name}.tmp"
         # O_APPEND: writes go to the end even after a replay read the file from the start.
@@ -133,6 +139,25 @@ class Spool:
             if self._own is not None:
                 self._own.close()
                 self._own, self._own_path = None, None
+
+
+def _private_folder(folder: Path) -> None:
+    """Create `folder` (0700) if missing; refuse one that is not a folder of ours closed to others' writes."""
+    fix = "remove it, or set CONFGEN_LEDGER_SPOOL to a folder of the gateway's user with mode 0700"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.stat(folder)
+    except FileExistsError:
+        raise ConfgenError.one(str(folder), "the usage spool's path is taken by something that is not a folder",
+                               fix) from None
+    except OSError as exc:
+        raise ConfgenError.one(str(folder), f"cannot create the usage spool: {exc.strerror or exc}", fix) from None
+    if info.st_uid != os.getuid():
+        raise ConfgenError.one(str(folder), f"the usage spool is owned by uid {info.st_uid}, not by this gateway's "
+                               f"uid {os.getuid()}", fix)
+    if info.st_mode & 0o022:
+        raise ConfgenError.one(str(folder), f"the usage spool has mode {stat.S_IMODE(info.st_mode):04o}: others can "
+                               "write in it", f"chmod 700 {folder}")
 
 
 def _rows(handle: IO[bytes], path: Path) -> Iterator[UsageRow]:

@@ -45,7 +45,7 @@ def test_one_vllm_service_per_model_with_the_planner_share() -> None:
     doc = _doc(FITS)
     plan = plan_selection(select(REPO_PROJECT, FITS, {}), "dgx-spark")
     services = doc["services"]
-    assert list(services) == ["vllm-gpt-oss-20b", "vllm-qwen3-coder-30b", "gateway", "db"]
+    assert list(services) == ["vllm-gpt-oss-20b", "vllm-qwen3-coder-30b", "gateway", "db", "redis"]
     for model in plan.models:
         env = services[compose.service_name(model.name)]["environment"]
         assert env["MODEL"] == model.name
@@ -53,11 +53,11 @@ def test_one_vllm_service_per_model_with_the_planner_share() -> None:
         assert env["VLLM_API_HOST"] == "vllm-{name}"
         assert env["CONFGEN_VLLM_ARGS"] == f"--gpu-memory-utilization {model.gpu_memory_utilization:.2f}"
     assert sum(plan.shares.values()) <= plan.ceiling
-    # One at a time (cudaMemGetInfo on a Spark), the gateway after all of them and the database.
+    # One at a time (cudaMemGetInfo on a Spark), the gateway after all of them, the database and Redis.
     assert services["vllm-qwen3-coder-30b"]["depends_on"] == {"vllm-gpt-oss-20b": {"condition": "service_healthy"}}
     assert "depends_on" not in services["vllm-gpt-oss-20b"]
     assert services["gateway"]["depends_on"] == {s: {"condition": "service_healthy"}
-                                                 for s in ("vllm-gpt-oss-20b", "vllm-qwen3-coder-30b", "db")}
+                                                 for s in ("vllm-gpt-oss-20b", "vllm-qwen3-coder-30b", "db", "redis")}
     devices = services["vllm-gpt-oss-20b"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
@@ -230,7 +230,7 @@ def test_unknown_models_are_refused_before_docker(project: Project, tmp_path: Pa
 
 def test_committed_compose_files_name_the_services_the_launcher_expects() -> None:
     base = compose.load_compose(REPO_PROJECT, compose.BASE)
-    assert set(base["services"]) == {"vllm-node", "gateway", "db"}
+    assert set(base["services"]) == {"vllm-node", "gateway", "db", "redis"}
     for name, service in base["services"].items():
         assert service.get("restart") == "unless-stopped", name
         assert "test" in service["healthcheck"], name
@@ -238,6 +238,14 @@ def test_committed_compose_files_name_the_services_the_launcher_expects() -> Non
                                                     "${LITELLM_PORT:-4000}"]
     assert "ports" not in base["services"]["vllm-node"]  # reached through the gateway only
     assert "DATABASE_URL" not in base["services"]["gateway"]["environment"]
+    # Limits are shared by the gateway's workers through Redis, which only the compose network reaches.
+    redis = base["services"]["redis"]
+    assert base["services"]["gateway"]["environment"]["CONFGEN_REDIS_URL"] == "redis://redis:6379/0"
+    assert base["services"]["gateway"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert redis["image"] == "redis:7.2-alpine"
+    assert redis["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis
     assert base["volumes"]["generated_configs"]["driver_opts"]["type"] == "tmpfs"
     gpu = compose.load_compose(REPO_PROJECT, "docker-compose.gpu.yml")
     assert list(gpu["services"]) == ["vllm-node"]

@@ -1,15 +1,19 @@
 """confgen.ledger.spool: durable append, replay oldest first and in order, nothing lost on a failed replay,
-files of a live process left alone, a line cut by a crash set aside."""
+files of a live process left alone, a line cut by a crash set aside, and a folder others could write in
+refused at start."""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from confgen.errors import ConfgenError
 from confgen.ledger.row import UsageRow
 from confgen.ledger.spool import Spool
 
@@ -107,3 +111,59 @@ def test_a_line_cut_by_a_crash_is_set_aside(tmp_path: Path) -> None:
     sink = Sink()
     assert Spool(tmp_path).replay(sink) == 2
     assert path.with_suffix(".bad").read_bytes() == b'{"request_id": "r9", "ts": "2026\n'
+
+
+def test_a_missing_folder_is_created_private_at_start(tmp_path: Path) -> None:
+    folder = tmp_path / "state" / "spool"
+    Spool(folder)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777, 0o1777, 0o720])
+def test_a_folder_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    folder.chmod(mode)
+    with pytest.raises(ConfgenError) as err:
+        Spool(folder)
+    assert str(err.value) == (f"{folder}: the usage spool has mode {mode:04o}: others can write in it "
+                              f"(chmod 700 {folder})")
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o750, 0o755])
+def test_a_folder_only_we_can_write_is_accepted(tmp_path: Path, mode: int) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    folder.chmod(mode)
+    Spool(folder).append(rows(0, 1))
+    assert len(list(folder.glob("*.jsonl"))) == 1
+
+
+def test_a_folder_of_another_user_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir(mode=0o700)
+    owner = folder.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # as if another user had created it first
+    with pytest.raises(ConfgenError) as err:
+        Spool(folder)
+    assert str(err.value) == (f"{folder}: the usage spool is owned by uid {owner}, not by this gateway's uid "
+                              f"{owner + 1} (remove it, or set CONFGEN_LEDGER_SPOOL to a folder of the gateway's "
+                              "user with mode 0700)")
+
+
+def test_a_symlink_to_someone_elses_folder_is_judged_by_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "shared"
+    target.mkdir()
+    target.chmod(0o777)
+    (tmp_path / "spool").symlink_to(target)
+    with pytest.raises(ConfgenError, match="others can write in it"):
+        Spool(tmp_path / "spool")
+
+
+def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_text("")
+    with pytest.raises(ConfgenError) as err:
+        Spool(tmp_path / "spool")
+    assert str(err.value) == (f"{tmp_path / 'spool'}: the usage spool's path is taken by something that is not a "
+                              "folder (remove it, or set CONFGEN_LEDGER_SPOOL to a folder of the gateway's user with "
+                              "mode 0700)")
