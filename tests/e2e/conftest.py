@@ -13,11 +13,29 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.e2e.skips import E2eTier
+
 ROOT = Path(__file__).resolve().parents[2]
 # Overridable so engineers can run the e2e tier side by side on one machine (CI uses the defaults).
 GATEWAY_PORT = int(os.environ.get("E2E_LITELLM_PORT", "14000"))
 VLLM_PORT = int(os.environ.get("E2E_VLLM_PORT", "18000"))
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test here is e2e, and CI fails on a skip not listed in tests/e2e/skips.py."""
+    config.pluginmanager.register(E2eTier(Path(__file__).parent), "confgen-e2e-tier")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What tests measured (`record_property("figures", ...)`), shown whether they passed or failed."""
+    found = [f"{report.nodeid}: {value}" for status in ("passed", "failed")
+             for report in terminalreporter.stats.get(status, []) if report.when == "call"
+             for name, value in report.user_properties if name == "figures"]
+    if found:
+        terminalreporter.section("figures")
+        for line in found:
+            terminalreporter.write_line(line)
 
 
 @dataclass(frozen=True)
