@@ -1,5 +1,15 @@
-"""Request hygiene at the gateway's edge: a body size limit (413), a header size limit (431) and a limit on
-how long a request body may stall (408), as an ASGI wrapper around the whole LiteLLM app.
+"""Request hygiene at the gateway's edge, as an ASGI wrapper around the whole LiteLLM app: a body size limit
+(413), a header size limit (431), a limit on how long a request body may stall (408), JSON bodies that
+LiteLLM's auth cannot take (400), and the LiteLLM routes this stack cannot serve (404).
+
+LiteLLM 1.108.7 reads a JSON body before any auth runs and trips over what a client can send
+(tests/e2e/test_security_routes.py found each): a body that is JSON but not an object is a 500 in
+`pre_db_read_auth_checks` (litellm/proxy/auth/auth_checks.py, `request_data.get(...)`), with or without a
+key; a client's `litellm_logging_obj` is taken for LiteLLM's own logging object when a refusal is logged
+(litellm/proxy/utils.py, `_handle_logging_proxy_only_error`), a 500 instead of the 401/403. So a body
+LiteLLM parses as JSON (litellm/proxy/common_utils/http_parsing_utils.py `read_request_body`: every
+content type but form data and protobuf) is read whole here and parsed once to check its shape; a body
+that is not JSON at all is left to LiteLLM's parser, which answers 400 (or repairs lone surrogates).
 
 LiteLLM 1.108.7 has `general_settings.max_request_size_mb`, but enforces it only for premium users
 (litellm/proxy/proxy_server.py: `is_request_size_limit_enabled=lambda: premium_user is True`, and
@@ -24,7 +34,9 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import orjson
 
 from confgen.gateway import proxyinfo
 
@@ -34,6 +46,24 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 DISCONNECT: Message = {"type": "http.disconnect"}
 DRAIN_S = 5.0  # the longest a refused body is read on, so its sender reads the 413 rather than a reset
+# Content types LiteLLM does not parse as JSON (http_parsing_utils.py: _FORM_CONTENT_TYPES, _BINARY_CONTENT_TYPES).
+NOT_JSON: Final = frozenset({"multipart/form-data", "application/x-www-form-urlencoded", "application/x-protobuf",
+                             "application/protobuf"})
+# Body fields LiteLLM sets itself for each request, never a client's (litellm/proxy/utils.py).
+RESERVED_FIELDS: Final = frozenset({"litellm_logging_obj"})
+_NEEDS_DATABASE: Final = "needs LiteLLM's own database (Prisma), which this stack does not run"
+# Routes LiteLLM mounts that this stack cannot serve and that fail (500/503) before any auth runs, for
+# anyone: path, or prefix ending in "/" -> why. Answered 404 here, for every caller.
+NOT_SERVED: Final[dict[str, str]] = {
+    "/langfuse/": "LiteLLM's Langfuse pass-through (no Langfuse is configured; it decodes the Authorization "
+                  "header as Basic credentials before any auth)",
+    "/vertex_ai/discovery/": "LiteLLM's Vertex AI discovery pass-through (no Google project is configured; it "
+                             "builds its upstream URL from the path before any auth)",
+    "/public/skill_hub": _NEEDS_DATABASE,
+    "/get/ui_settings": _NEEDS_DATABASE,
+    "/claude-code/marketplace.json": _NEEDS_DATABASE,
+    "/toolset/": f"LiteLLM's MCP toolsets: it {_NEEDS_DATABASE}",
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +128,12 @@ class EdgeGuard:
             await _refuse(scope, send, 431, "request_header_fields_too_large", f"request line and headers are {size} "
                           f"bytes, more than the {self.limits.max_header_bytes} allowed")
             return
+        path: str = scope.get("path") or ""
+        why = not_served(path)
+        if why is not None:
+            await _refuse(scope, send, 404, "not_found", f"{path[:120]!r} is not served by this gateway: {why}",
+                          drain=receive, limit=self.limits.max_body_bytes)
+            return
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limits.max_body_bytes:
             # A client that waits for "100 Continue" sends no body: nothing to drain.
@@ -105,7 +141,42 @@ class EdgeGuard:
             await _refuse(scope, send, 413, "request_too_large", _too_large(self.limits),
                           drain=None if waits else receive, limit=self.limits.max_body_bytes)
             return
-        await _Cycle(self.limits, scope, receive, send).run(self.app)
+        await _Cycle(self.limits, scope, receive, send, json_body=_parsed_as_json(headers)).run(self.app)
+
+
+def not_served(path: str) -> str | None:
+    """Why this stack cannot serve `path`, or None."""
+    for entry, why in NOT_SERVED.items():
+        if path == entry or path.rstrip("/") == entry or (entry.endswith("/") and path.startswith(entry)):
+            return why
+    return None
+
+
+def _parsed_as_json(headers: dict[bytes, bytes]) -> bool:
+    media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+    return media not in NOT_JSON
+
+
+def json_problem(body: bytes) -> str | None:
+    """What LiteLLM's auth would trip over in this JSON body, or None (also for a body that is not JSON)."""
+    if not body.strip(b" \t\r\n"):
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # LiteLLM's own parser answers it
+    if not isinstance(value, dict):
+        return f"the request body must be a JSON object ({{...}}), not a JSON {_json_kind(value)}"
+    reserved = sorted(RESERVED_FIELDS & value.keys())
+    if reserved:
+        return (f"the request body holds {', '.join(reserved)}, a field the gateway sets itself for each "
+                "request: remove it")
+    return None
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _too_large(limits: EdgeLimits) -> str:
@@ -115,8 +186,10 @@ def _too_large(limits: EdgeLimits) -> str:
 class _Cycle:
     """One request: the body counted and timed as the app reads it; a refusal is answered here."""
 
-    def __init__(self, limits: EdgeLimits, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    def __init__(self, limits: EdgeLimits, scope: dict[str, Any], receive: Receive, send: Send, *,
+                 json_body: bool) -> None:
         self.limits = limits
+        self.json_body = json_body  # read whole and checked before the app sees it (json_problem)
         self.scope = scope
         self._receive = receive
         self._send = send
@@ -133,6 +206,22 @@ class _Cycle:
             return DISCONNECT
         if self.body_done:
             return await self._receive()  # e.g. a streaming answer listening for the client to leave
+        if not self.json_body:
+            return await self._next()
+        parts: list[bytes] = []
+        while not self.body_done:
+            message = await self._next()
+            if message["type"] != "http.request":
+                return message  # the client left (or the body was refused)
+            parts.append(message.get("body", b""))
+        body = b"".join(parts)
+        problem = json_problem(body)
+        if problem is not None:
+            return await self._refuse(400, "invalid_request_error", problem)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def _next(self) -> Message:
+        """The next message from the client, counted and timed."""
         try:
             message = await asyncio.wait_for(self._receive(), self.limits.body_timeout_s)
         except TimeoutError:

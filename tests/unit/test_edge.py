@@ -78,12 +78,70 @@ def run(guard: EdgeGuard, request: dict[str, Any], client: Client) -> None:
     asyncio.run(asyncio.wait_for(guard(request, client.receive, client.send), 5))
 
 
+FORM = (b"content-type", b"multipart/form-data; boundary=x")
+
+
 def test_a_request_within_the_limits_passes_untouched() -> None:
     app, client = App(), Client(b"x" * 60, b"y" * 40)
-    run(EdgeGuard(app, LIMITS), scope([(b"content-length", b"100")]), client)
+    run(EdgeGuard(app, LIMITS), scope([(b"content-length", b"100"), FORM]), client)
     assert client.status == 200
     assert client.body == {"ok": True}
-    assert [len(m["body"]) for m in app.got] == [60, 40]
+    assert [len(m["body"]) for m in app.got] == [60, 40]  # form data is streamed through as it comes
+
+
+def test_a_json_body_reaches_the_app_whole() -> None:
+    app, client = App(), Client(b'{"model": "a", ', b'"max_tokens": 4}')
+    run(EdgeGuard(app, LIMITS), scope([(b"content-type", b"application/json")]), client)
+    assert client.status == 200
+    assert app.got == [{"type": "http.request", "body": b'{"model": "a", "max_tokens": 4}', "more_body": False}]
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b"null", "null"), (b" [] ", "array"), (b"1", "number"),
+                                            (b'"x"', "string"), (b"true", "boolean"), (b"-2.5", "number")])
+@pytest.mark.parametrize("content_type", [b"application/json", b"text/plain", None])
+def test_json_that_is_not_an_object_gets_400(body: bytes, kind: str, content_type: bytes | None) -> None:
+    """LiteLLM parses every body but form data and protobuf as JSON, and its auth fails on a non-object."""
+    app, client = App(), Client(body)
+    run(EdgeGuard(app, LIMITS), scope([(b"content-type", content_type)] if content_type else []), client)
+    assert (client.status, client.body["error"]["type"]) == (400, "invalid_request_error")
+    assert client.body["error"]["message"] == f"the request body must be a JSON object ({{...}}), not a JSON {kind}"
+    assert app.got == [{"type": "http.disconnect"}]
+
+
+def test_a_body_with_litellms_own_fields_gets_400() -> None:
+    app, client = App(), Client(b'{"model": "a", "litellm_logging_obj": {}}')
+    run(EdgeGuard(app, LIMITS), scope(), client)
+    assert client.status == 400
+    assert "litellm_logging_obj, a field the gateway sets itself" in client.body["error"]["message"]
+
+
+@pytest.mark.parametrize("body", [b"", b"  ", b"{not json", b"\xff\xfe"])
+def test_empty_bodies_and_bodies_that_are_not_json_are_left_to_litellm(body: bytes) -> None:
+    app, client = App(), Client(body)
+    run(EdgeGuard(app, LIMITS), scope(), client)
+    assert client.status == 200
+    assert app.got[0]["body"] == body
+
+
+def test_form_data_is_not_parsed() -> None:
+    app, client = App(), Client(b"[1]")
+    run(EdgeGuard(app, LIMITS), scope([(b"content-type", b"application/x-www-form-urlencoded")]), client)
+    assert client.status == 200
+
+
+@pytest.mark.parametrize("path", ["/langfuse/api/public/traces", "/langfuse/", "/vertex_ai/discovery/\x0c",
+                                  "/public/skill_hub", "/public/skill_hub/", "/get/ui_settings",
+                                  "/claude-code/marketplace.json", "/toolset/t/mcp"])
+def test_routes_this_stack_cannot_serve_get_404_before_the_app(path: str) -> None:
+    app, client = App(), Client(b"{}")
+    run(EdgeGuard(app, LIMITS), scope(path=path), client)
+    assert (client.status, app.calls) == (404, 0)
+    assert "is not served by this gateway" in client.body["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/langfuse", "/public/model_hub", "/get/ui_settings_x", "/v1/chat/completions"])
+def test_other_routes_are_served(path: str) -> None:
+    assert edge.not_served(path) is None
 
 
 def test_headers_over_the_limit_get_431_and_never_reach_the_app(caplog: pytest.LogCaptureFixture) -> None:
