@@ -49,8 +49,14 @@ DRAIN_S = 5.0  # the longest a refused body is read on, so its sender reads the 
 # Content types LiteLLM does not parse as JSON (http_parsing_utils.py: _FORM_CONTENT_TYPES, _BINARY_CONTENT_TYPES).
 NOT_JSON: Final = frozenset({"multipart/form-data", "application/x-www-form-urlencoded", "application/x-protobuf",
                              "application/protobuf"})
-# Body fields LiteLLM sets itself for each request, never a client's (litellm/proxy/utils.py).
-RESERVED_FIELDS: Final = frozenset({"litellm_logging_obj"})
+# Body fields a client may not send -> why. `litellm_logging_obj` is set by LiteLLM itself for each request
+# (litellm/proxy/utils.py); `guardrails` names LiteLLM guardrails to apply, and this stack configures none
+# (confgen/templates): LiteLLM echoes the names in the x-litellm-applied-guardrails response header, where a
+# name outside latin-1 was a 500 (litellm/proxy/common_utils/callback_utils.py; found by the master-key fuzz).
+RESERVED_FIELDS: Final[dict[str, str]] = {
+    "litellm_logging_obj": "a field the gateway sets itself for each request",
+    "guardrails": "LiteLLM guardrails, and this gateway configures none",
+}
 _NEEDS_DATABASE: Final = "needs LiteLLM's own database (Prisma), which this stack does not run"
 # Routes LiteLLM mounts that this stack cannot serve and that fail (500/503) before any auth runs, for
 # anyone: path, or prefix ending in "/" -> why. Answered 404 here, for every caller.
@@ -167,10 +173,10 @@ def json_problem(body: bytes) -> str | None:
         return None  # LiteLLM's own parser answers it
     if not isinstance(value, dict):
         return f"the request body must be a JSON object ({{...}}), not a JSON {_json_kind(value)}"
-    reserved = sorted(RESERVED_FIELDS & value.keys())
+    reserved = sorted(RESERVED_FIELDS.keys() & value.keys())
     if reserved:
-        return (f"the request body holds {', '.join(reserved)}, a field the gateway sets itself for each "
-                "request: remove it")
+        return "the request body holds " + "; ".join(f"{name!r}: {RESERVED_FIELDS[name]}" for name in reserved) + (
+            ": remove it" if len(reserved) == 1 else ": remove them")
     return None
 
 

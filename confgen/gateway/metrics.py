@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 # Reasons the gateway turns a request away before it reaches a model. Others are accepted if they
 # look like one of these (lowercase words joined by "_"), so a new check needs no edit here.
 REJECTION_REASONS: Final = (
-    "missing_key", "invalid_key", "expired_key", "revoked_key", "route_not_allowed", "model_not_allowed",
-    "rate_limited", "tokens_limited", "parallel_limited", "budget_exceeded", "auth_unavailable",
-    "budget_unavailable", "model_missing", "model_invalid", "invalid_body",
+    "missing_key", "invalid_key", "expired_key", "revoked_key", "route_not_allowed", "route_not_served",
+    "model_not_allowed", "rate_limited", "tokens_limited", "parallel_limited", "budget_exceeded",
+    "auth_unavailable", "budget_unavailable", "model_missing", "model_invalid", "invalid_body",
 )
 LEDGER_OUTCOMES: Final = ("written", "spooled", "replayed")
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")

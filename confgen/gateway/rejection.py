@@ -7,7 +7,7 @@ import uuid
 
 from litellm.proxy._types import ProxyErrorTypes, ProxyException
 
-TYPES = {400: "invalid_request_error", 401: ProxyErrorTypes.auth_error, 403: "permission_error",
+TYPES = {400: "invalid_request_error", 401: ProxyErrorTypes.auth_error, 403: "permission_error", 404: "not_found_error",
          429: "rate_limit_error", 503: "service_unavailable"}
 
 

@@ -47,6 +47,19 @@ ROUTES: Final[dict[str, Kind]] = {
     "/v1/models/{model_id}": "listing",
     "/models/{model_id}": "listing",
 }
+# Route templates the master key may call besides ROUTES: the health checks, our metrics, the model and
+# route information that works without LiteLLM's own database, and the API description. Every other route
+# LiteLLM mounts needs its Prisma database (keys, teams, spend, UI, MCP, guardrails, prompts...), which this
+# stack does not run, or sends the request to a cloud provider we do not configure (files, batches, vector
+# stores, assistants, videos, pass-throughs to api.openai.com, Vertex, Bedrock...): 404 for the master key
+# too, so that nothing leaves the box and no route answers a 500 for a feature that is not there
+# (tests/e2e/test_security_routes.py fuzzes both keys).
+MASTER_ROUTES: Final = frozenset({
+    "/health", "/health/readiness", "/health/liveliness", "/health/liveness", "/health/services",
+    "/metrics", "/metrics/",
+    "/model/info", "/v1/model/info", "/model_group/info", "/v1/model_group/info", "/routes",
+    "/utils/token_counter", "/openapi.json", "/docs", "/redoc",
+})
 # Body fields that cap a completion, by API: OpenAI chat/completions, Anthropic messages, Responses.
 _MAX_TOKENS_FIELDS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 # Prompt fields, by API; their JSON size / CHARS_PER_TOKEN over-estimates the tokens of typical text.

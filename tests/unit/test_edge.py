@@ -112,7 +112,11 @@ def test_a_body_with_litellms_own_fields_gets_400() -> None:
     app, client = App(), Client(b'{"model": "a", "litellm_logging_obj": {}}')
     run(EdgeGuard(app, LIMITS), scope(), client)
     assert client.status == 400
-    assert "litellm_logging_obj, a field the gateway sets itself" in client.body["error"]["message"]
+    assert client.body["error"]["message"] == ("the request body holds 'litellm_logging_obj': a field the gateway "
+                                               "sets itself for each request: remove it")
+    assert edge.json_problem(b'{"guardrails": ["x"], "litellm_logging_obj": 1}') == (
+        "the request body holds 'guardrails': LiteLLM guardrails, and this gateway configures none; "
+        "'litellm_logging_obj': a field the gateway sets itself for each request: remove them")
 
 
 @pytest.mark.parametrize("body", [b"", b"  ", b"{not json", b"\xff\xfe"])
