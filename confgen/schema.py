@@ -176,6 +176,13 @@ class Settings(_Strict):
     LEDGER_SPOOL_DIR: str = ""
     # Seconds a key's record is cached in each gateway: a revocation lands within about this long.
     KEY_CACHE_TTL: float = Field(5.0, gt=0, le=300)
+    # While PostgreSQL is down, a cached key is served at most this many seconds after the database last
+    # confirmed it (15 minutes): a revocation made just before an outage lands within this long.
+    KEY_STALE_MAX: float = Field(900.0, gt=0, le=86400)
+    # Request limits at the gateway's edge (confgen/gateway/edge.py): 413, 431 and 408 above them.
+    MAX_BODY_MB: float = Field(32.0, gt=0, le=1024)
+    MAX_HEADER_KB: float = Field(32.0, gt=0, le=1024)
+    BODY_TIMEOUT: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("REDIS_URL")
     @classmethod

@@ -21,6 +21,7 @@ from confgen.load import model_names
 from confgen.merge import ResolvedModel
 from confgen.routing.load import FILE_NAME, load_deployments
 from confgen.routing.schema import DeploymentsFile, Gateway, ModelDeployment, Replica, Routing
+from confgen.schema import redis_off
 
 STALE_AFTER_INTERVALS = 3  # a health verdict older than this many probe intervals is ignored
 
@@ -93,7 +94,7 @@ def plan_routes(selection: Selection, deployments: DeploymentsFile | None = None
     parsed = deployments if deployments is not None else load_deployments(project, model_names(project))
     source = source or (FILE_NAME if parsed is not None else "built-in defaults")
     parsed = parsed or DeploymentsFile()
-    if deployments is None and parsed.gateway.instances > 1 and selection.gvars.settings.REDIS_URL.lower() == "none":
+    if deployments is None and parsed.gateway.instances > 1 and redis_off(selection.gvars.settings.REDIS_URL):
         raise ConfgenError.one(f"{FILE_NAME}: gateway.instances",
                                f"{parsed.gateway.instances} gateways need Redis to share cooldowns and limits, "
                                "but REDIS_URL is none", "set REDIS_URL in vars.env, or use one instance")

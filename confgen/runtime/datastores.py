@@ -11,7 +11,7 @@ from confgen.errors import ConfgenError
 from confgen.gateway.config import ENV
 from confgen.keys import db, migrations
 from confgen.runtime.rundir import RunDir
-from confgen.schema import Settings
+from confgen.schema import Settings, redis_off
 
 SNAPSHOT_FILE = "keys-snapshot.json"
 
@@ -28,6 +28,10 @@ def gateway_env(settings: Settings, run: RunDir) -> dict[str, str]:
         ENV["spool_dir"]: spool_dir(settings, run),
         ENV["snapshot"]: str(run.path / SNAPSHOT_FILE),
         ENV["key_ttl_s"]: str(settings.KEY_CACHE_TTL),
+        ENV["key_stale_max_s"]: str(settings.KEY_STALE_MAX),
+        ENV["max_body_mb"]: str(settings.MAX_BODY_MB),
+        ENV["max_header_kb"]: str(settings.MAX_HEADER_KB),
+        ENV["body_timeout_s"]: str(settings.BODY_TIMEOUT),
         # A parallel slot whose end event never comes frees itself once the request must have ended.
         ENV["slot_ttl_s"]: str(settings.LITELLM_REQUEST_TIMEOUT + 30),
     }
@@ -46,8 +50,8 @@ def prepare(settings: Settings, run: RunDir) -> dict[str, str]:
         click.echo(f"warning: {exc}\n  starting anyway: the master key works, API keys only if cached in "
                    f"{run.path / SNAPSHOT_FILE} (unknown keys get 503), and usage rows wait in "
                    f"{spool_dir(settings, run)} until PostgreSQL is back", err=True)
-    if settings.REDIS_URL.lower() == "none":
-        click.echo("rate limits: counted per gateway instance (REDIS_URL=none)")
+    if redis_off(settings.REDIS_URL):
+        click.echo(f"rate limits: counted per gateway instance (REDIS_URL={settings.REDIS_URL or '(empty)'})")
     else:
         try:
             redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from confgen.gateway.config import GatewayConfig
+from confgen.gateway.edge import EdgeLimits
 from confgen.runtime import datastores
 from confgen.runtime.rundir import RunDir
 from confgen.schema import Settings
@@ -25,6 +26,10 @@ def test_gateway_env_uses_our_names_never_database_url(tmp_path: Path) -> None:
         "CONFGEN_LEDGER_SPOOL": str(tmp_path / "run" / "spool"),
         "CONFGEN_KEYS_SNAPSHOT": str(tmp_path / "run" / "keys-snapshot.json"),
         "CONFGEN_KEY_CACHE_TTL": "5.0",
+        "CONFGEN_KEY_STALE_MAX": "900.0",
+        "CONFGEN_MAX_BODY_MB": "32.0",
+        "CONFGEN_MAX_HEADER_KB": "32.0",
+        "CONFGEN_BODY_TIMEOUT": "30.0",
         "CONFGEN_SLOT_TTL": "150.0",
     }
     config = GatewayConfig.from_env({**env, "LITELLM_MASTER_KEY": "m"})
@@ -32,6 +37,15 @@ def test_gateway_env_uses_our_names_never_database_url(tmp_path: Path) -> None:
         "postgresql://postgres@127.0.0.1:5432/confgen", "redis://127.0.0.1:6379/0", tmp_path / "run" / "spool",
         5.0, 150.0)
     assert config.snapshot == tmp_path / "run" / "keys-snapshot.json"
+    assert config.key_stale_max_s == 900.0
+    assert config.edge == EdgeLimits()
+
+
+def test_vars_env_settings_reach_the_gateway(tmp_path: Path) -> None:
+    settings = Settings(KEY_STALE_MAX=60, MAX_BODY_MB=1, MAX_HEADER_KB=8, BODY_TIMEOUT=5)
+    config = GatewayConfig.from_env(datastores.gateway_env(settings, RunDir(tmp_path)))
+    assert config.key_stale_max_s == 60
+    assert config.edge == EdgeLimits(max_body_bytes=2**20, max_header_bytes=8192, body_timeout_s=5)
 
 
 def test_spool_dir_setting_and_redis_off(tmp_path: Path) -> None:
