@@ -13,7 +13,6 @@ from pathlib import Path
 
 from confgen.durations import parse_duration
 from confgen.errors import ConfgenError, Problem
-from confgen.gateway.edge import EdgeLimits
 from confgen.keys.db import DEFAULT_DATABASE_URL
 from confgen.schema import redis_off
 
@@ -35,6 +34,19 @@ ENV = {
 # its CLI exports for the workers (litellm/proxy/proxy_cli.py: os.environ["NUM_WORKERS"]).
 RUN_DIR_ENV = "CONFGEN_RUN_DIR"
 WORKERS_ENV = "NUM_WORKERS"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """Request limits at the gateway's edge (confgen/gateway/edge.py answers 413, 431 and 408 above them)."""
+
+    max_body_bytes: int = 32 * 1024 * 1024  # as nginx's client_max_body_size (confgen/render/nginx.py)
+    max_header_bytes: int = 32 * 1024  # request line + headers; nginx's default is 4 buffers of 8 KiB
+    body_timeout_s: float = 30.0  # the longest silence while a body arrives (nginx client_body_timeout: 60 s)
+
+    def describe(self) -> str:
+        return (f"bodies up to {self.max_body_bytes / 2**20:g} MiB, headers up to {self.max_header_bytes / 1024:g} "
+                f"KiB, a body may stall {self.body_timeout_s:g} s")
 
 
 def fallback_spool(env: Mapping[str, str]) -> Path:

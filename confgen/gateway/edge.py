@@ -33,12 +33,12 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from confgen.gateway import proxyinfo
+from confgen.gateway.config import EdgeLimits
 
 log = logging.getLogger("confgen.gateway")
 Message = dict[str, Any]
@@ -70,17 +70,6 @@ NOT_SERVED: Final[dict[str, str]] = {
     "/claude-code/marketplace.json": _NEEDS_DATABASE,
     "/toolset/": f"LiteLLM's MCP toolsets: it {_NEEDS_DATABASE}",
 }
-
-
-@dataclass(frozen=True)
-class EdgeLimits:
-    max_body_bytes: int = 32 * 1024 * 1024  # as nginx's client_max_body_size (confgen/render/nginx.py)
-    max_header_bytes: int = 32 * 1024  # request line + headers; nginx's default is 4 buffers of 8 KiB
-    body_timeout_s: float = 30.0  # the longest silence while a body arrives (nginx client_body_timeout: 60 s)
-
-    def describe(self) -> str:
-        return (f"bodies up to {self.max_body_bytes / 2**20:g} MiB, headers up to {self.max_header_bytes / 1024:g} "
-                f"KiB, a body may stall {self.body_timeout_s:g} s")
 
 
 def _answer(status: int, kind: str, message: str) -> tuple[Message, Message]:

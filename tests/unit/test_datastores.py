@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from confgen.gateway.config import GatewayConfig
-from confgen.gateway.edge import EdgeLimits
+from confgen.gateway.config import EdgeLimits, GatewayConfig
 from confgen.runtime import datastores
 from confgen.runtime.rundir import RunDir
 from confgen.schema import Settings

@@ -14,7 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from confgen.gateway import edge, proxyinfo
-from confgen.gateway.edge import EdgeGuard, EdgeLimits
+from confgen.gateway.config import EdgeLimits
+from confgen.gateway.edge import EdgeGuard
 
 Message = dict[str, Any]
 LIMITS = EdgeLimits(max_body_bytes=100, max_header_bytes=200, body_timeout_s=0.05)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from confgen.errors import ConfgenError
-from confgen.gateway.config import GatewayConfig, fallback_spool
-from confgen.gateway.edge import EdgeLimits
+from confgen.gateway.config import EdgeLimits, GatewayConfig, fallback_spool
 
 SPOOL = {"CONFGEN_LEDGER_SPOOL": "/srv/spool"}
 
