@@ -16,6 +16,7 @@ from confgen.commands import (
     client,
     command,
     compose,
+    controller,
     exec_gateway,
     exec_vllm,
     health,
@@ -23,6 +24,7 @@ from confgen.commands import (
     keys,
     launch,
     listing,
+    models,
     nginx,
     plan,
     prometheus,
@@ -72,7 +74,7 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
                  nginx.command, plan.command, prometheus.command, compose.command, exec_gateway.command,
                  health.command, keys.command, usage.command, k8s.command, routes.command, client.command,
-                 launch.command, *stack.commands):
+                 launch.command, controller.command, models.command, *stack.commands):
     cli.add_command(_command)
 
 

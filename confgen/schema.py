@@ -44,6 +44,10 @@ class Info(_Strict):
     weights_gb: float = Field(ge=0, description="Size of the weights on disk, GB.")
     gpu_memory_gb: float = Field(ge=0, description="Memory it needs to serve (weights + KV + runtime), GB.")
     device: Literal["gpu", "cpu"] = Field("gpu", description="gpu: needs an NVIDIA GPU; cpu: runs anywhere.")
+    build: str | None = Field(
+        None, pattern=r"^scripts/[A-Za-z0-9_.-]+\.py$",
+        description="Weights under .local/models/: the script that builds them there once, run with the vLLM "
+                    "venv's python as `SCRIPT --out DIR [--force]`, e.g. scripts/build_tiny_model.py.")
     notes: list[str] = Field(default_factory=list, description="Why a flag differs from the seeds, caveats.")
 
 

@@ -15,19 +15,16 @@ under the project root). Building takes a few seconds; the result is determinist
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = PROJECT_ROOT / ".local" / "models" / "tiny-cpu"
+import localbuild
+
+DEFAULT_OUT = localbuild.PROJECT_ROOT / ".local" / "models" / "tiny-cpu"
 
 VOCAB_SIZE = 2048
 MAX_POSITIONS = 2048
@@ -38,26 +35,37 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]  # ids 0, 1, 2
 
-# ChatML, as Qwen-style models use it; tools are listed in the system turn when given.
+# ChatML, as Qwen-style models use it; tools are listed in the system turn when given. Content may be a
+# string or a list of parts (OpenAI content parts, Anthropic text blocks as LiteLLM forwards them): both
+# render as text, parts joined by newlines as vLLM joins them for a string-only template
+# (vllm/entrypoints/chat_utils.py, --chat-template-content-format). Assistant tool calls render as
+# Hermes <tool_call> blocks (what --tool-call-parser hermes reads back).
 CHAT_TEMPLATE = (
+    "{%- macro text(content) %}"
+    "{%- if content is string %}{{- content }}"
+    "{%- elif content %}"
+    "{%- for part in content %}"
+    "{%- if part['type'] == 'text' %}{{- ('\\n' if not loop.first else '') + part['text'] }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{%- endmacro %}"
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
     "{%- if messages and messages[0]['role'] == 'system' %}"
-    "{{- messages[0]['content'] + '\\n\\n' }}"
+    "{{- text(messages[0]['content']) + '\\n\\n' }}"
     "{%- endif %}"
     "{{- 'You may call these tools:\\n' }}"
     "{%- for tool in tools %}{{- tool | tojson }}{{- '\\n' }}{%- endfor %}"
     "{{- '<|im_end|>\\n' }}"
     "{%- elif messages and messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{{- '<|im_start|>system\\n' + text(messages[0]['content']) + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if not (loop.first and message['role'] == 'system') %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- elif message['content'] %}"
-    "{%- for part in message['content'] %}"
-    "{%- if part['type'] == 'text' %}{{- part['text'] }}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + text(message['content']) }}"
+    "{%- if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{{- '\\n<tool_call>\\n' + (call['function'] | tojson) + '\\n</tool_call>' }}"
     "{%- endfor %}"
     "{%- endif %}"
     "{{- '<|im_end|>\\n' }}"
@@ -103,10 +111,6 @@ def corpus(seed: int = SEED, lines: int = 3000) -> list[str]:
         else:
             out.append(f"{rng.random():.6f} {rng.randint(0, 10**6)} {sentence.upper()}\t{sentence}")
     return out
-
-
-def is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in REQUIRED_FILES)
 
 
 def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Any:
@@ -171,26 +175,12 @@ def build_model(tokenizer: Any) -> Any:
     return model
 
 
-def build(out: Path) -> float:
-    """Build into a temporary folder next to `out`, then move the files in; returns MB written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tokenizer = build_tokenizer()
-        model = build_model(tokenizer)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _portable_tokenizer_config(tmp / "tokenizer_config.json")
-        out.mkdir(exist_ok=True)
-        mode = 0o666 & ~_umask()
-        size = 0
-        for item in sorted(tmp.iterdir()):
-            item.chmod(mode)  # some files are written through private temp files (0600)
-            size += item.stat().st_size
-            os.replace(item, out / item.name)
-        return size / 1e6
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def write(folder: Path) -> None:
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _portable_tokenizer_config(folder / "tokenizer_config.json")
 
 
 def _portable_tokenizer_config(path: Path) -> None:
@@ -203,54 +193,10 @@ def _portable_tokenizer_config(path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fail(message: str, code: int = 1) -> int:
-    print(f"build_tiny_model: error: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Build a tiny random-weight Llama model (ChatML tokenizer) for CPU tests.",
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder to write (default: {DEFAULT_OUT.relative_to(PROJECT_ROOT)} "
-                             "under the project root)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the model exists")
-    args = parser.parse_args(argv)
-    out: Path = args.out.expanduser().absolute()
-
-    if out.exists() and not out.is_dir():
-        return fail(f"{out} exists and is not a folder", 2)
-    if is_complete(out) and not args.force:
-        print(f"tiny model already exists in {out} (use --force to rebuild)")
-        return 0
-    foreign = out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists()
-    if foreign and not args.force:
-        return fail(f"{out} is not empty and holds no model; pick another --out or pass --force", 2)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        import tokenizers  # noqa: F401
-        import torch  # noqa: F401  # type: ignore[import-not-found, unused-ignore]
-        import transformers  # noqa: F401  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
-        return fail(f"{exc.name or exc} is not installed in {sys.executable}; run this script "
-                    "with the vLLM venv's Python: "
-                    ".venv-vllm/bin/python scripts/build_tiny_model.py")
-
-    start = time.monotonic()
-    try:
-        size_mb = build(out)
-    except OSError as exc:
-        return fail(f"cannot write {out}: {exc.strerror or exc}")
-    print(f"built tiny model in {out} ({size_mb:.1f} MB, {time.monotonic() - start:.1f} s)")
-    return 0
+    return localbuild.main(argv, prog="build_tiny_model", what="tiny model", default_out=DEFAULT_OUT,
+                           required=REQUIRED_FILES, write=write, imports=("tokenizers", "torch", "transformers"))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import click
 
 from confgen.catalog import load_all
 from confgen.commands import project_from
+from confgen.controller import plan as on_demand
 from confgen.errors import ConfgenError
 from confgen.plan.checks import plan_checks
 from confgen.render import render_all
@@ -30,6 +31,7 @@ def command(ctx: click.Context, with_vllm: bool) -> int:
             routes = plan_routes(selection)  # deployments.yml, read (and validated) by render_all too
             if routes.source == FILE_NAME:
                 routing_notes.append(routes.summary())
+            problems += on_demand.problems(project)  # pinned and preloaded sets vs the GPU profile's budget
         except ConfgenError as exc:
             problems += exc.problems
     notes = secret_report(selection) + routing_notes

@@ -49,7 +49,7 @@ def logs(ctx: click.Context, part: str | None, lines: int) -> int:
 @click.command("install")
 @click.pass_context
 def install(ctx: click.Context) -> int:
-    """Install the CPU build of vLLM into .venv-vllm and build the tiny model (no start)."""
+    """Install the CPU build of vLLM into .venv-vllm and build the CPU models' local weights (no start)."""
     return stack.install_cpu(project_from(ctx), dict(os.environ))
 
 

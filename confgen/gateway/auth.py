@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-from confgen.gateway import metrics, proxyinfo, requestmodel, runtime
+from confgen.gateway import metrics, ondemand, proxyinfo, requestmodel, runtime
 from confgen.gateway.keycache import KeysUnavailable
 from confgen.gateway.rejection import KeyRejected
 from confgen.keys import keyformat
 from confgen.keys.record import MODEL_PATTERN, KeyRecord
-from confgen.ledger.events import META_PREFIX, META_REQUEST_ID, META_TICKET
+from confgen.ledger.events import META_MODEL_WAIT, META_PREFIX, META_REQUEST_ID, META_TICKET
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
@@ -45,8 +45,9 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     master = gw.config.master_key
     if master and hmac.compare_digest(api_key.encode(), master.encode()):
         await _check_master_request(request)
+        held = await _hold_master_request(request)
         return UserAPIKeyAuth(api_key=api_key, user_role=LitellmUserRoles.PROXY_ADMIN, key_alias="master",
-                              metadata={META_REQUEST_ID: uuid.uuid4().hex})
+                              metadata={META_REQUEST_ID: uuid.uuid4().hex, **held})
     try:
         prefix = keyformat.parse_prefix(api_key)
     except keyformat.MalformedKey as exc:
@@ -71,8 +72,10 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     if target.model is not None and not record.allows(target.model):
         raise KeyRejected(403, "model_not_allowed", f"API key {record.alias} may not use model {target.model!r}; "
                           f"it may use: {', '.join(record.models or ())}", prefix=prefix, alias=record.alias)
+    # Before admission: a request held while its on-demand model loads spends none of the key's limits.
+    held = await _hold(target, prefix, record.alias)
     request_id = uuid.uuid4().hex
-    metadata = {META_REQUEST_ID: request_id, META_PREFIX: prefix}
+    metadata: dict[str, object] = {META_REQUEST_ID: request_id, META_PREFIX: prefix, **held}
     if target.kind == "inference" and target.model is not None and record.limits.any:
         ticket = await _admit(record, target, target.model, request_id, now)
         if ticket is not None:
@@ -80,6 +83,15 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     return UserAPIKeyAuth(token=f"confgen-{prefix}", key_alias=record.alias, user_id=record.owner,
                           user_role=LitellmUserRoles.INTERNAL_USER, metadata=metadata,
                           models=proxyinfo.listed_models(record.models, proxyinfo.served_models()))
+
+
+async def _hold(target: requestmodel.Addressed, prefix: str | None, alias: str) -> dict[str, object]:
+    """Wait until the on-demand model `target` addresses is ready: the ledger's wait, or nothing."""
+    gate = ondemand.gate()
+    if gate is None or target.kind != "inference" or target.model is None:
+        return {}
+    waited = await gate.hold(target.model, prefix=prefix, alias=alias)
+    return {} if waited is None else {META_MODEL_WAIT: waited}
 
 
 async def _admit(record: KeyRecord, target: requestmodel.Addressed, model: str, request_id: str,
@@ -115,3 +127,14 @@ async def _check_master_request(request: Request) -> None:
     if not all(MODEL_PATTERN.fullmatch(name) for name in model.split(",")):
         raise KeyRejected(400, "model_invalid", f"{model[:80]!r} is not a model name: use a name that "
                           "GET /v1/models lists")
+
+
+async def _hold_master_request(request: Request) -> dict[str, object]:
+    """An on-demand model a master-key request addresses is made ready first, as for API keys."""
+    if ondemand.gate() is None or requestmodel.route_of(request)[1] != "inference":
+        return {}
+    try:
+        target = await requestmodel.addressed(request)
+    except requestmodel.NotAddressable:
+        return {}  # LiteLLM answers it (the master key may send what API keys may not)
+    return await _hold(target, None, "master")

@@ -16,6 +16,7 @@ from confgen.ledger.row import UsageRow
 META_REQUEST_ID = "confgen_request_id"
 META_PREFIX = "confgen_prefix"
 META_TICKET = "confgen_ticket"
+META_MODEL_WAIT = "confgen_model_wait_ms"  # set when the request waited for an on-demand model
 
 
 def _rejection(exc: Any) -> Any:
@@ -68,4 +69,9 @@ def build_row(payload: dict[str, Any], exc: Any, ok: bool, instance: str) -> Usa
         deployment=payload.get("api_base") or None, route=meta.get("user_api_key_request_route"),
         prompt_tokens=_int(payload.get("prompt_tokens")), completion_tokens=_int(payload.get("completion_tokens")),
         latency_ms=latency, ttft_ms=ttft, error_class=None if ok else (info.get("error_class") or type(exc).__name__),
-        reason=reason, stream=bool(stream), instance=instance)
+        reason=reason, stream=bool(stream), instance=instance, model_wait_ms=_wait(auth_meta))
+
+
+def _wait(auth_meta: dict[str, Any]) -> float | None:
+    value = auth_meta.get(META_MODEL_WAIT)
+    return float(value) if isinstance(value, int | float) else None

@@ -26,6 +26,7 @@ class UsageRow:
     reason: str | None = None  # why it failed: ours (revoked, rpm, ...) or LiteLLM's normalized error
     stream: bool | None = None
     instance: str | None = None  # host:pid of the gateway process that wrote it
+    model_wait_ms: float | None = None  # on-demand: how long it was held until its model was ready
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -44,4 +45,5 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
 SQL_TYPES = {
     "ts": "timestamptz", "status": "integer", "prompt_tokens": "integer", "completion_tokens": "integer",
     "latency_ms": "float8", "ttft_ms": "float8", "stream": "boolean",
+    "model_wait_ms": "float8",
 }

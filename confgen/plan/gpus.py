@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +29,12 @@ class GpuProfile(BaseModel):
     ceiling: float = Field(0.9, gt=0, le=1, description="Most --gpu-memory-utilization all models may add up to.")
     os_reserve_gb: float = Field(0, ge=0, description="Memory the OS and other processes keep (unified memory).")
     fp8_mla_kv: bool = Field(True, description="Whether MLA models can use an fp8 KV cache here.")
+    # How on-demand serving takes a model out of memory by default (deployments.yml on_demand.swap: auto).
+    # sleep-1: vLLM's sleep mode level 1 moves the weights to host RAM (docs.vllm.ai, "Sleep Mode").
+    swap: Literal["sleep-1", "sleep-2", "stop"] = Field(
+        "sleep-1", description="Default swap method: sleep-1/sleep-2 (vLLM sleep mode) or stop (stop and start).")
+    swap_reason: str = Field("a discrete GPU with host RAM to hold the weights of a sleeping model",
+                             description="Why this profile swaps that way (shown by the controller).")
     notes: list[str] = Field(default_factory=list)
 
     @property

@@ -98,6 +98,9 @@ def catalog_problems(parsed: DeploymentsFile, where: str, known: list[str]) -> l
                 problems.append(_unknown(key, target, known))
     problems += _shared_bases(parsed, where)
     problems += _cycles(parsed, where)
+    if parsed.on_demand is not None:
+        problems += [_unknown(f"{where}: on_demand.models.{name}", name, known)
+                     for name in parsed.on_demand.models if name not in known]
     return problems
 
 

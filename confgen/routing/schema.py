@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from confgen.durations import parse_duration
 from confgen.load import MODEL_NAME
 
 # A vLLM OpenAI base: http(s)://host[:port][/path], e.g. http://gpu-a.lan:8000/v1. No credentials in it:
@@ -71,11 +72,49 @@ class Gateway(_Strict):
                                  description="Prefix of the router's keys in Redis.")
 
 
+def _seconds(value: object) -> object:
+    """`ttl: 900` or `ttl: 15m`: seconds as a number or a duration (confgen/durations.py)."""
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+SwapMethod = Literal["auto", "sleep-1", "sleep-2", "stop"]
+
+
+class OnDemandModel(_Strict):
+    """on_demand.models.<name>: one model the controller starts, sleeps and stops as requests need it."""
+
+    ttl: Seconds | None = Field(None, description="Idle time (seconds or 15m) before it sleeps or stops; "
+                                                  "unset: it stays until another model needs its memory.")
+    pin: bool = Field(False, description="Never evicted (loaded at start, like preload).")
+    preload: bool = Field(False, description="Loaded when the controller starts.")
+    load_timeout_s: Seconds = Field(600, description="Longest a request waits for this model to become ready; "
+                                                     "then 503 with Retry-After.")
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                              description="Models of one group are loaded and evicted together.")
+
+
+class OnDemand(_Strict):
+    """on_demand: every model listed is callable through the gateway; the controller keeps resident what
+    the GPU profile's budget holds (the fit planner's numbers) and evicts the least recently used."""
+
+    enabled: bool = Field(True, description="false: the section is kept but the stack runs as without it.")
+    gpu: str = Field("dgx-spark", description="GPU profile whose memory budget the resident models share "
+                                             "(confgen plan --list-gpus; your own in gpus/<name>.yml).")
+    swap: SwapMethod = Field("auto", description="How a model leaves memory: sleep-1 / sleep-2 (vLLM sleep mode) "
+                                                 "or stop; auto: the GPU profile's default (CPU models: stop).")
+    in_flight_wait_s: Seconds = Field(60, description="Longest a load waits for busy models to finish before it "
+                                                      "is refused.")
+    controller_port: int = Field(4100, ge=1, le=65535, description="The controller's API, on 127.0.0.1.")
+    models: dict[ModelName, OnDemandModel] = Field(min_length=1, description="Catalog model -> its settings.")
+
+
 class DeploymentsFile(_Strict):
     """deployments.yml"""
 
     routing: Routing = Routing()
     gateway: Gateway = Gateway()
+    on_demand: OnDemand | None = Field(None, description="Models loaded on demand (README: On-demand models).")
     models: dict[ModelName, ModelDeployment] = Field(
         default_factory=dict, description="Catalog model -> its replicas; a model not listed has one replica, "
                                           "its vLLM from the model file.")

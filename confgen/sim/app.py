@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import secrets
+import signal
 import time
 from typing import Any
 
@@ -16,8 +19,10 @@ from confgen.sim.parse import ApiError, Kind, message_text, parse_json, parse_re
 
 INFERENCE: dict[str, Kind] = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
                               "/v1/responses": "responses"}
-GET_PATHS = frozenset({"/health", "/v1/models", "/metrics", "/sim/stats", "/sim/faults", "/version"})
+GET_PATHS = frozenset({"/health", "/v1/models", "/metrics", "/sim/stats", "/sim/faults", "/version", "/is_sleeping"})
 POST_PATHS = frozenset({*INFERENCE, "/tokenize", "/sim/faults", "/sim/stats/reset"})
+# vLLM's sleep API (vllm/entrypoints/openai/api_server.py, mounted with VLLM_SERVER_DEV_MODE=1).
+SLEEP_PATHS = frozenset({"/sleep", "/wake_up", "/is_sleeping", "/collective_rpc", "/reset_prefix_cache"})
 
 
 class SimApp:
@@ -27,19 +32,23 @@ class SimApp:
         self.engine = Engine(config, self.faults)
         self.started = int(time.time())
         self._key_hash = hashlib.sha256(config.api_key.encode()).digest() if config.api_key else None
+        self.sleeping = 0  # the level it sleeps at; 0: awake
+        self.post_paths = POST_PATHS | (SLEEP_PATHS - {"/is_sleeping"} if config.sleep_mode else frozenset())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        if path not in (GET_PATHS if method == "GET" else POST_PATHS if method == "POST" else ()):
-            known = path in GET_PATHS or path in POST_PATHS
+        if path not in (GET_PATHS if method == "GET" else self.post_paths if method == "POST" else ()):
+            known = path in GET_PATHS or path in self.post_paths
             await asgi.respond_json(send, 405 if known else 404,
                                     {"detail": "Method Not Allowed" if known else "Not Found"})
             return
-        if path.startswith("/sim/"):
-            await self._control(path, receive, send)
+        if path.startswith("/sim/") or path in SLEEP_PATHS:
+            await (self._control(path, receive, send) if path.startswith("/sim/")
+                   else self._sleep_api(path, scope, receive, send))
             return
+
         if self.faults.starting():
             if path != "/health":
                 self.engine.stats.by_status[503] += path in INFERENCE
@@ -69,6 +78,10 @@ class SimApp:
                                                             self._key_hash or b"")
 
     async def _infer(self, kind: Kind, receive: Receive, send: Send) -> None:
+        if self.sleeping:
+            await asgi.respond_json(send, 503, ApiError(503, "the engine is sleeping", "ServiceUnavailableError")
+                                    .body())
+            return
         arrival = time.monotonic()
         stats = self.engine.stats
         stats.requests += 1
@@ -143,3 +156,29 @@ class SimApp:
                 await asgi.respond_json(send, error.status, error.body())
                 return
             await asgi.respond_json(send, 200, self.faults.as_dict())
+
+    async def _sleep_api(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /sleep?level=N (a query parameter, as in vLLM: a JSON body is ignored), POST /wake_up,
+        GET /is_sleeping; /collective_rpc (reload_weights) and /reset_prefix_cache answer 200."""
+        await asgi.read_body(receive)
+        if not self.config.sleep_mode:
+            await asgi.respond_json(send, 404, {"detail": "Not Found"})
+            return
+        if path == "/is_sleeping":
+            await asgi.respond_json(send, 200, {"is_sleeping": bool(self.sleeping)})
+            return
+        if path == "/sleep":
+            query = dict(part.split("=", 1) for part in scope.get("query_string", b"").decode().split("&")
+                         if "=" in part)
+            level = query.get("level", "1")
+            if level not in {"1", "2"}:
+                await asgi.respond_json(send, 400, ApiError(400, f"level must be 1 or 2, got {level!r}").body())
+                return
+            await asyncio.sleep(self.config.sleep_s)
+            self.sleeping = int(level)
+        elif path == "/wake_up":
+            if self.faults.wake_kills:
+                os.kill(os.getpid(), signal.SIGKILL)  # the engine dies, as in vllm#50011
+            await asyncio.sleep(self.config.wake_s)
+            self.sleeping = 0
+        await asgi.respond(send, 200, b"", asgi.JSON)

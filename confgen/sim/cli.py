@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import uvicorn
@@ -50,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
     add("--hang", action="store_true", help="fault: accept requests and never answer")
     add("--slow-start-s", type=float, default=0.0, help="fault: /health 503 and requests refused for this long")
     add("--drop-after-chunks", type=int, default=None, help="fault: close the connection after N stream chunks")
+    add("--enable-sleep-mode", action="store_true", help="vLLM's sleep API: POST /sleep?level=N, POST /wake_up, "
+                                                         "GET /is_sleeping")
+    add("--sleep-s", type=_at_least(0), default=0.0, help="how long POST /sleep takes")
+    add("--wake-s", type=_at_least(0), default=0.0, help="how long POST /wake_up takes")
+    add("--startup-s", type=_at_least(0), default=0.0, help="seconds before the port opens (a model loading)")
+    add("--wake-kills", action="store_true", help="fault: POST /wake_up kills the server (vllm#50011)")
     add("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -64,14 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                        api_key=args.api_key or os.environ.get("VLLM_API_KEY") or None,
                        max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, ttft_ms=args.ttft_ms,
                        per_prompt_token_ms=args.per_prompt_token_ms, itl_ms=args.itl_ms, jitter=args.jitter,
-                       output_tokens=args.output_tokens, seed=args.seed)
+                       output_tokens=args.output_tokens, seed=args.seed, sleep_mode=args.enable_sleep_mode,
+                       sleep_s=args.sleep_s, wake_s=args.wake_s)
     faults = Faults()
     try:
         faults.update({"error_rate": args.error_rate, "error_status": args.error_status, "hang": args.hang,
-                       "slow_start_s": args.slow_start_s, "drop_after_chunks": args.drop_after_chunks})
+                       "slow_start_s": args.slow_start_s, "drop_after_chunks": args.drop_after_chunks,
+                       "wake_kills": args.wake_kills})
     except FaultError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    time.sleep(args.startup_s)  # like a vLLM loading its weights: nothing listens yet
     serve(config, faults, args.log_level)
     return 0
 

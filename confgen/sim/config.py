@@ -21,6 +21,10 @@ class SimConfig:
     jitter: float = 0.0
     output_tokens: int = 32
     seed: int | None = None
+    # vLLM's sleep API (--enable-sleep-mode with VLLM_SERVER_DEV_MODE=1): POST /sleep?level=N, /wake_up.
+    sleep_mode: bool = False
+    sleep_s: float = 0.0  # how long /sleep takes
+    wake_s: float = 0.0  # how long /wake_up takes
 
     @property
     def model_name(self) -> str:
@@ -41,6 +45,7 @@ class Faults:
     hang: bool = False
     slow_start_s: float = 0.0
     drop_after_chunks: int | None = None
+    wake_kills: bool = False  # POST /wake_up kills the server (the engine death of vllm#50011)
     # Monotonic time until which the server acts as if it were still starting.
     starting_until: float = field(default=0.0, repr=False)
 
@@ -69,13 +74,13 @@ class Faults:
 
 
 def public_fault_names() -> tuple[str, ...]:
-    return ("error_rate", "error_status", "hang", "slow_start_s", "drop_after_chunks")
+    return ("error_rate", "error_status", "hang", "slow_start_s", "drop_after_chunks", "wake_kills")
 
 
 def _check(name: str, value: Any) -> Any:
-    if name == "hang":
+    if name in {"hang", "wake_kills"}:
         if not isinstance(value, bool):
-            raise FaultError(f"hang: expected true or false, got {value!r}")
+            raise FaultError(f"{name}: expected true or false, got {value!r}")
         return value
     if name == "drop_after_chunks":
         if value is None:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from confgen.catalog import select
 from confgen.load import Project
 from confgen.render import write_all
-from tests.e2e.keys_support import MASTER_KEY, VLLM_KEY, Gateway
+from tests.e2e.keys_support import MASTER_KEY, VLLM_KEY, Gateway, poll
 from tests.e2e.netns import Bridge, fallback_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,34 @@ def make_project(folder: Path, models: dict[str, str], gateway_port: int) -> Pro
         (secrets / name).write_text(value + "\n", encoding="utf-8")
         (secrets / name).chmod(0o600)
     return Project(folder)
+
+
+def start_vllm(project_root: Path, model: str, folder: Path) -> subprocess.Popen[bytes]:
+    """A real CPU vLLM through the shared entrypoint (`confgen exec-vllm`, what ./runMe.sh runs), in the
+    project folder (a model's relative path is read from there), in a process group of its own (stop it with
+    tests.procgroup.stop_group). Its log: folder/vllm.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CONFGEN_ROOT", "PROMETHEUS_MULTIPROC_DIR", "MODEL")}
+    env.update({"VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(folder), "VLLM_CACHE_ROOT": str(folder / "cache"),
+                "PYTHONUNBUFFERED": "1"})
+    argv = [str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "confgen", "--root", str(project_root), "exec-vllm",
+            "--model", model, "--out", str(folder / "generated")]
+    with (folder / "vllm.log").open("wb") as log:
+        return subprocess.Popen(argv, env=env, cwd=project_root, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_vllm(proc: subprocess.Popen[bytes], port: int, folder: Path, timeout: float = 300) -> None:
+    """Until the vLLM of start_vllm answers /health (its log's tail if it exits first)."""
+
+    def healthy() -> bool:
+        assert proc.poll() is None, (folder / "vllm.log").read_text(errors="replace")[-3000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    poll(healthy, timeout, 1.0, f"the CPU vLLM on {port} healthy")
 
 
 def start_gateway(project: Project, names: list[str], port: int, *, folder: Path, database_url: str,

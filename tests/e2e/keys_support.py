@@ -56,9 +56,9 @@ def poll(check: Callable[[], Any], timeout: float, interval: float = 0.2, what: 
 
 
 @contextmanager
-def scratch_database(server: str = MACHINE_PG) -> Iterator[str]:
-    """A new database `confgen_test_<random>`, dropped afterwards."""
-    name = f"confgen_test_{secrets.token_hex(4)}"
+def scratch_database(server: str = MACHINE_PG, prefix: str = "confgen_test_") -> Iterator[str]:
+    """A new database `<prefix><random>`, dropped afterwards."""
+    name = f"{prefix}{secrets.token_hex(4)}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

@@ -18,7 +18,6 @@ gateway 14302 with the opposite (litellm.messages_api: passthrough, litellm.resp
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -41,7 +39,9 @@ from tests.e2e.clients_support import (
     make_project,
     ok,
     start_gateway,
+    start_vllm,
     wait_ledger,
+    wait_vllm,
 )
 from tests.e2e.keys_support import Gateway, create_key, poll, redis_namespace, scratch_database
 from tests.procgroup import stop_group
@@ -98,19 +98,6 @@ def _weights(folder: Path) -> Path:
     return folder
 
 
-def _start_vllm(project_root: Path, folder: Path) -> subprocess.Popen[bytes]:
-    """vLLM through the shared entrypoint (`confgen exec-vllm`, what ./runMe.sh runs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("CONFGEN_ROOT", "PROMETHEUS_MULTIPROC_DIR", "MODEL")}
-    env.update({"VLLM_HOST_IP": "127.0.0.1", "TMPDIR": str(folder), "VLLM_CACHE_ROOT": str(folder / "cache"),
-                "PYTHONUNBUFFERED": "1"})
-    argv = [str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "confgen", "--root", str(project_root), "exec-vllm",
-            "--model", MODEL, "--out", str(folder / "generated")]
-    with (folder / "vllm.log").open("wb") as log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     ensure_clients()
@@ -119,21 +106,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     projects = {"defaults": make_project(folder / "defaults", {MODEL: model_file(weights)}, DEFAULTS_PORT),
                 "other": make_project(folder / "other", {MODEL: model_file(weights, messages_api="passthrough",
                                                                            responses_api="translate")}, OTHER_PORT)}
-    vllm = _start_vllm(projects["defaults"].root, folder / "vllm")
+    vllm = start_vllm(projects["defaults"].root, MODEL, folder / "vllm")
     try:
         with scratch_database() as db, redis_namespace() as prefix:
             ports = {"defaults": DEFAULTS_PORT, "other": OTHER_PORT}
             gateways = {name: start_gateway(projects[name], [MODEL], ports[name], folder=folder / name,
                                             database_url=db, redis_prefix=prefix) for name in projects}
-
-            def healthy() -> bool:
-                assert vllm.poll() is None, (folder / "vllm" / "vllm.log").read_text()[-3000:]
-                try:
-                    return httpx.get(f"http://127.0.0.1:{VLLM_PORT}/health", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            poll(healthy, 300, 1.0, "the CPU vLLM healthy")
+            wait_vllm(vllm, VLLM_PORT, folder / "vllm")
             (folder / "home").mkdir()
             (folder / "work").mkdir()
             users = {name: User(projects[name], folder / "home", folder / "work", db, ports[name]) for name in projects}

@@ -22,7 +22,8 @@ from confgen.load import Project
 from confgen.render import write_all
 from confgen.runtime import datastores
 from confgen.runtime.rundir import Proc, RunDir
-from confgen.runtime.stack import gateway_launch, stop_procs, wait_healthy
+from confgen.runtime.runner import stop_procs, wait_healthy
+from confgen.runtime.stack import gateway_launch
 from tests.e2e.keys_support import MASTER_KEY, MODEL, VLLM_KEY, poll, redis_namespace, scratch_database
 from tests.simproc import port_is_free, running_sim
 

@@ -208,5 +208,5 @@ def test_every_shipped_model_file_has_an_arch_section() -> None:
 
     selection, problems = load_all(CATALOG, environ={})
     assert problems == []
-    assert len(selection.models) == 11
+    assert len(selection.models) == 12
     assert [m.name for m in selection.models if m.arch is None] == []

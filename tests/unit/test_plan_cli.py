@@ -97,7 +97,7 @@ def test_a_broken_gpu_profile_names_the_file_and_key(run_cli: RunCli, project: P
         "error: gpus/bad.yml: memory_gb: Field required\n"
         "error: gpus/bad.yml: ceiling: Input should be less than or equal to 1\n"
         "error: gpus/bad.yml: memory: unknown key (allowed: ceiling, description, fp8_mla_kv, memory_gb, "
-        "notes, os_reserve_gb, unified)\n"
+        "notes, os_reserve_gb, swap, swap_reason, unified)\n"
     )
     check = run_cli("check", "--no-vllm")
     assert check.exit_code == 1

@@ -36,7 +36,7 @@ def listener() -> Iterator[int]:
 
 
 def test_default_model_depends_on_the_gpu() -> None:
-    assert choose_model({}, NO_GPU) == ("tiny-cpu", "no NVIDIA GPU (no nvidia-smi and no /dev/nvidia0): "
+    assert choose_model({}, NO_GPU) == ("smollm2-135m", "no NVIDIA GPU (no nvidia-smi and no /dev/nvidia0): "
                                         "the CPU build of vLLM serves it")
     assert choose_model({}, GPU) == ("glm47-flash", "an NVIDIA GPU was found (GPU 0: NVIDIA GB10)")
     assert choose_model({"MODEL": "x"}, GPU) == ("x", "MODEL is set")
@@ -80,7 +80,7 @@ def test_up_unknown_model_lists_known(run_cli: Callable[..., Result], cpu_host: 
     assert "Traceback" not in result.output
 
 
-def test_up_gpu_model_without_gpu_suggests_tiny_cpu(run_cli: Callable[..., Result], cpu_host: None,
+def test_up_gpu_model_without_gpu_suggests_the_cpu_model(run_cli: Callable[..., Result], cpu_host: None,
                                                     write_model: Callable[..., Path], tiny_doc: dict[str, object],
                                                     tmp_path: Path) -> None:
     doc = dict(tiny_doc)
@@ -91,7 +91,7 @@ def test_up_gpu_model_without_gpu_suggests_tiny_cpu(run_cli: Callable[..., Resul
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: MODEL=big: needs an NVIDIA GPU (67 GB); this machine has none (no nvidia-smi and no "
-        "/dev/nvidia0) (run MODEL=tiny-cpu ./runMe.sh on this machine)"
+        "/dev/nvidia0) (run MODEL=smollm2-135m ./runMe.sh on this machine)"
     )
 
 

@@ -121,7 +121,7 @@ def test_unreadable_files_say_where_and_how_to_fix(
             "info.descripton",
             "x",
             "models/x.yml: info.descripton: unknown key (did you mean 'description'? allowed: "
-            "description, device, gpu_memory_gb, notes, params, weights_gb)",
+            "build, description, device, gpu_memory_gb, notes, params, weights_gb)",
         ),
         (
             "serve.prot",
@@ -191,6 +191,12 @@ def test_unreadable_files_say_where_and_how_to_fix(
             "x",
             "models/x.yml: env.1BAD.[key]: String should match pattern "
             "'^[A-Za-z_][A-Za-z0-9_]*$', got '1BAD'",
+        ),
+        (
+            "info.build",
+            "/usr/bin/make-weights",
+            "models/x.yml: info.build: String should match pattern '^scripts/[A-Za-z0-9_.-]+\\.py$', "
+            "got '/usr/bin/make-weights'",
         ),
         (
             "command",

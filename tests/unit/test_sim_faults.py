@@ -17,7 +17,7 @@ def test_faults_update_and_report() -> None:
     faults = Faults()
     faults.update({"error_rate": 0.25, "error_status": 503, "hang": True, "drop_after_chunks": 3})
     assert faults.as_dict() == {"error_rate": 0.25, "error_status": 503, "hang": True, "slow_start_s": 0.0,
-                                "drop_after_chunks": 3, "starting": False}
+                                "drop_after_chunks": 3, "wake_kills": False, "starting": False}
 
 
 def test_slow_start_counts_from_the_update() -> None:
