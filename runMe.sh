@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Start the gateway: ./runMe.sh [up [--monitoring]|stop|status|logs [vllm|litellm|prometheus]|install]
+#   ./runMe.sh <confgen command> runs confgen (keys, usage, plan, check, ...) from the project venv
 #   (MODEL=name picks a model; MONITORING=1 or --monitoring also starts Prometheus)
 # Thin on purpose: it makes the project venv once, then hands over to `python -m confgen`.
 set -euo pipefail
@@ -29,6 +30,7 @@ fi
 case "${1:-up}" in
   up | start) shift || true; exec .venv/bin/python -m confgen up "$@" ;;
   stop | status | logs | install) exec .venv/bin/python -m confgen "$@" ;;
-  -h | --help | help) sed -n '2,3p' "$0" | sed 's/^# //'; exit 0 ;;
-  *) echo "error: unknown command '$1': use up, stop, status, logs or install" >&2; exit 2 ;;
+  -h | --help | help) sed -n '2,4p' "$0" | sed 's/^# //'; exit 0 ;;
+  # Anything else is a confgen command (./runMe.sh keys create ..., ./runMe.sh plan, ./runMe.sh check).
+  *) exec .venv/bin/python -m confgen "$@" ;;
 esac

@@ -2,7 +2,7 @@
 
 Written to ~/.claude/settings.json (CLAUDE_CONFIG_DIR moves it) as an `env` block plus `apiKeyHelper`, a
 command that prints the key, so the file never holds the key. Variable names checked against the pinned
-CLI (clients/package.json); see docs in README "Use with your coding agent".
+CLI (clients/package.json); see docs/clients.md.
 """
 
 from __future__ import annotations

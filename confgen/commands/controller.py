@@ -33,7 +33,7 @@ def command(ctx: click.Context) -> int:
     plan = load_plan(project, environ)
     if plan is None or plan.selection is None:
         raise ConfgenError.one(FILE_NAME, "has no enabled on_demand section",
-                               "add one (README: On-demand models), or start the stack without the controller")
+                               "add one (docs/on-demand.md), or start the stack without the controller")
     run = RunDir.for_root(project.root, environ)
     python = vllm_python(project)
     names = [m.name for m in plan.selection.models]

@@ -54,7 +54,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX confgen_usage_ts ON confgen_usage (ts);
         CREATE INDEX confgen_usage_key_ts ON confgen_usage (key_prefix, ts);
     """),
-    # On-demand models (README: On-demand models): how long the request was held until its model was ready.
+    # On-demand models (docs/on-demand.md): how long the request was held until its model was ready.
     ("003_usage_model_wait", """
         ALTER TABLE confgen_usage ADD COLUMN model_wait_ms double precision;
     """),

@@ -62,7 +62,7 @@ def _gateway_job(selection: Selection, secrets: Path, docker: bool) -> dict[str,
         "job_name": "gateway",
         # LiteLLM mounts its metrics app at /metrics/ (/metrics answers with a redirect).
         "metrics_path": "/metrics/",
-        # /metrics is behind the gateway's auth; only the master key reads it (README: Monitoring).
+        # /metrics is behind the gateway's auth; only the master key reads it (docs/monitoring.md).
         "authorization": _bearer(secrets, "LITELLM_MASTER_KEY"),
         "static_configs": [{"targets": [f"{host}:{settings.LITELLM_PORT}"]}],
         "metric_relabel_configs": _gateway_model_label([m.served_name for m in selection.models]),

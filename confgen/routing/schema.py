@@ -114,7 +114,7 @@ class DeploymentsFile(_Strict):
 
     routing: Routing = Routing()
     gateway: Gateway = Gateway()
-    on_demand: OnDemand | None = Field(None, description="Models loaded on demand (README: On-demand models).")
+    on_demand: OnDemand | None = Field(None, description="Models loaded on demand (docs/on-demand.md).")
     models: dict[ModelName, ModelDeployment] = Field(
         default_factory=dict, description="Catalog model -> its replicas; a model not listed has one replica, "
                                           "its vLLM from the model file.")
