@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the gateway: ./runMe.sh [up [--monitoring]|stop|status|logs [vllm|litellm|prometheus]|install]
+# Start the gateway: ./runMe.sh [up [--monitoring]|stop|status|logs [vllm|litellm|prometheus]|install|doctor|pull MODEL...]
 #   ./runMe.sh <confgen command> runs confgen (keys, usage, plan, check, ...) from the project venv
 #   (MODEL=name picks a model; MONITORING=1 or --monitoring also starts Prometheus)
 # Thin on purpose: it makes the project venv once, then hands over to `python -m confgen`.

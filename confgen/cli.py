@@ -17,6 +17,7 @@ from confgen.commands import (
     command,
     compose,
     controller,
+    doctor,
     exec_gateway,
     exec_vllm,
     health,
@@ -28,6 +29,7 @@ from confgen.commands import (
     nginx,
     plan,
     prometheus,
+    pull,
     render,
     routes,
     stack,
@@ -74,7 +76,8 @@ def cli(ctx: click.Context, root: Path, check_flag: bool) -> int:
 for _command in (check.command, listing.command, render.command, command.command, exec_vllm.command,
                  nginx.command, plan.command, prometheus.command, compose.command, exec_gateway.command,
                  health.command, keys.command, usage.command, k8s.command, routes.command, client.command,
-                 launch.command, controller.command, models.command, *stack.commands):
+                 launch.command, controller.command, models.command, pull.command, doctor.command,
+                 *stack.commands):
     cli.add_command(_command)
 
 

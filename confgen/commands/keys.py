@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from confgen.errors import EXIT_FAILED, ConfgenError
 from confgen.keys import db, migrations, store
 from confgen.keys.record import KeyRecord, Limits
 from confgen.load import load_vars
+from confgen.runtime import private_pg
+from confgen.runtime.rundir import RunDir
 
 
 class Duration(click.ParamType[int]):
@@ -31,7 +34,10 @@ class Duration(click.ParamType[int]):
 
 def open_db(ctx: click.Context) -> psycopg.Connection:
     """The project's database (created and migrated if need be), or a clean error naming it."""
-    url = load_vars(project_from(ctx)).settings.DATABASE_URL
+    project = project_from(ctx)
+    environ = dict(os.environ)
+    # The stack's private PostgreSQL while it runs (DATABASE_URL left at the default; runtime/private_pg.py).
+    url = private_pg.resolve(load_vars(project).settings.DATABASE_URL, RunDir.for_root(project.root, environ), environ)
     db.ensure_database(url)
     conn = db.connect(url)
     try:

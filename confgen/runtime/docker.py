@@ -20,7 +20,7 @@ from confgen.catalog import select
 from confgen.errors import ConfgenError, LaunchError
 from confgen.load import Project
 from confgen.render import compose
-from confgen.runtime import docker_host, ports, secret_files
+from confgen.runtime import docker_host, ports, pull, secret_files, vllm_phases
 from confgen.runtime import host as host_mod
 from confgen.runtime.deployment import Deployment, plan_deployment
 from confgen.runtime.docker_host import DockerHost
@@ -147,6 +147,7 @@ def wait_up(stack: Stack, services: list[str], log: Path, deadline_s: float) -> 
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     end = time.monotonic() + deadline_s
     shown: dict[str, str] = {}
+    watches: dict[str, vllm_phases.PhaseWatch] = {}
     try:
         while True:
             containers = {service_of(c): c for c in stack.containers()}
@@ -158,6 +159,9 @@ def wait_up(stack: Stack, services: list[str], log: Path, deadline_s: float) -> 
                 if shown.get(service) != status:
                     click.echo(f"  {service}: {status}")
                     shown[service] = status
+                if service.startswith("vllm") and status != "healthy":  # its phase, from its log
+                    logs = stack.call("logs", "--no-color", "--tail", "300", service).stdout
+                    watches.setdefault(service, vllm_phases.PhaseWatch(f"vLLM ({service})")).feed(logs)
             done = proc.poll()
             if done is not None and done != 0:
                 raise LaunchError("docker compose up", f"exited with code {done}",
@@ -197,7 +201,7 @@ def _logs_hint(stack: Stack, service: str) -> str:
 
 def compose_env(project: Project, environ: dict[str, str], deployment: Deployment) -> dict[str, str]:
     settings = deployment.selection.gvars.settings
-    hf_cache = Path(environ.get("HF_CACHE") or Path.home() / ".cache" / "huggingface")
+    hf_cache = pull.cache_root(environ)
     hf_cache.mkdir(parents=True, exist_ok=True)  # else Docker creates it, owned by root
     env = {**environ, "CONFGEN_UID": str(os.getuid()), "CONFGEN_GID": str(os.getgid()),
            # The published port binds where LITELLM_HOST says (127.0.0.1 unless opened in vars.env).
@@ -247,6 +251,8 @@ def up(project: Project, environ: dict[str, str], names: list[str], source: str,
     click.echo(f"deploying {', '.join(deployment.names)} with Docker ({deployment.device}"
                + (f", planned for {deployment.gpu}: " + ", ".join(f"{n} {a}" for n, a in deployment.vllm_args.items())
                   if deployment.gpu else "") + ")")
+    if deployment.device == "gpu":  # the weights first, with progress, into the cache the container mounts
+        pull.pull(project, list(selection.models), environ)
     _build(stack, run.logs / "docker-build.log")
     state = DockerState(name, [str(f) for f in stack.files], deployment.names, gateway,
                         datetime.now(UTC).isoformat(timespec="seconds"), list(host.compose))

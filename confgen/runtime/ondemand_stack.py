@@ -63,6 +63,7 @@ def up(project: Project, environ: dict[str, str], plan: OnDemandPlan, deadline_s
         wait_controller = stack._start(runner, run, state, ServerSpec(
             "controller", argv, env, project.root, run.logs / "controller.log", controller_url,
             label="on-demand controller"))
+        settings = stack.start_private_pg(settings, run, state, environ)
         stores = datastores.prepare(settings, run)
         wait_gateway = stack._start_gateway(run, state, environ={**environ, **stores, "CONFGEN_ONDEMAND": str(view)},
                                             secrets=secrets, settings=settings, runner=runner)
@@ -72,7 +73,7 @@ def up(project: Project, environ: dict[str, str], plan: OnDemandPlan, deadline_s
         if first is not None:  # through the gateway, which waits for the controller's preload
             stack.smoke_request(state, first, secrets["LITELLM_MASTER_KEY"])
     except BaseException:
-        runner.stop(state.procs)
+        stack.stop_all(run, state.procs, runner)
         run.clear()
         raise
     click.echo(f"\nready: {label} behind the gateway at {state.gateway} (loaded on demand; "

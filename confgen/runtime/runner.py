@@ -86,10 +86,12 @@ class LocalRunner:
     def health(self, handle: Proc, path: str = "/health") -> bool:
         return self.status(handle) == "running" and http_ok(handle.url + path)
 
-    def wait_healthy(self, handle: Proc, deadline_s: float, path: str = "/health") -> None:
-        """Only for a server this runner started (it waits on the child to see it exit)."""
+    def wait_healthy(self, handle: Proc, deadline_s: float, path: str = "/health",
+                     progress: Callable[[], None] | None = None) -> None:
+        """Only for a server this runner started (it waits on the child to see it exit). `progress` runs at each
+        poll (vLLM's phases: runtime/vllm_phases.py)."""
         wait_healthy(self.labels[handle.pid], self.children[handle.pid], Path(handle.log),
-                     lambda: http_ok(handle.url + path), deadline_s)
+                     lambda: http_ok(handle.url + path), deadline_s, progress=progress)
 
 
 def vllm_server(root: Path, run: RunDir, model: ResolvedModel, *, python: Path, environ: dict[str, str],
@@ -119,13 +121,15 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 
 
 def wait_healthy(part: str, proc: subprocess.Popen[bytes], log: Path, check: Callable[[], bool],
-                 deadline_s: float) -> None:
+                 deadline_s: float, *, progress: Callable[[], None] | None = None) -> None:
     """Poll `check` until it passes; fail at once if the process dies, or at the deadline."""
 
     def probe() -> bool:
         if proc.poll() is not None:
             raise LaunchError(part, f"exited with code {proc.returncode} during start-up",
                               f"see {log}:\n{tail(log, 15)}")
+        if progress is not None:
+            progress()
         return check()
 
     try:

