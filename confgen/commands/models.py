@@ -9,7 +9,6 @@ import click
 import httpx
 
 from confgen.commands import project_from
-from confgen.controller.api import fetch_status
 from confgen.errors import LaunchError
 from confgen.runtime.ondemand_stack import status_lines
 from confgen.runtime.rundir import RunDir
@@ -29,6 +28,8 @@ def command(ctx: click.Context, as_json: bool) -> int:
     if not as_json:
         click.echo("\n".join(line.strip() for line in status_lines(controller.url, run.path)))
         return 0
+    from confgen.controller.api import fetch_status  # starlette: not in every venv the CLI runs in
+
     try:
         click.echo(json.dumps(fetch_status(controller.url, run.path), indent=2))
     except (OSError, httpx.HTTPError, ValueError) as exc:

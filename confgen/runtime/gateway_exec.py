@@ -75,6 +75,8 @@ def prepare(project: Project, config: Path, secrets_dir: Path, environ: dict[str
     # Database created and migrated, Redis checked (never fatal: the gateway degrades and says so);
     # the ledger's spool and the key snapshot live in the state volume, so restarts lose no rows.
     stores = datastores.prepare(settings, RunDir(state_dir))
+    if environ.get(ENV["spool_dir"]):  # a spool folder the deployment names wins (the k8s manifest's emptyDir)
+        stores[ENV["spool_dir"]] = environ[ENV["spool_dir"]]
     host, port = settings.LITELLM_HOST, settings.LITELLM_PORT
     # LiteLLM silently moves to a random port when its own is taken (FINDINGS).
     ports.ensure_free(host, port, "gateway", "LITELLM_PORT")

@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from confgen.atomic import write_atomic
-from confgen.controller.api import ensure_token
 from confgen.controller.plan import OnDemandPlan, gateway_view
 from confgen.errors import ConfgenError
 from confgen.load import Project
@@ -56,6 +55,8 @@ def up(project: Project, environ: dict[str, str], plan: OnDemandPlan, deadline_s
     try:
         write_all(selection, run.generated)
         view = run.generated / VIEW_FILE
+        from confgen.controller.api import ensure_token  # starlette: not in every venv the CLI runs in
+
         write_atomic(view, json.dumps(gateway_view(plan, controller_url, ensure_token(run.path)), indent=2) + "\n")
         env = {**environ, "CONFGEN_RUN_DIR": str(run.path)}
         argv = [sys.executable, "-m", "confgen", "--root", str(project.root), "controller"]

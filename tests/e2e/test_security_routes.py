@@ -366,10 +366,14 @@ def fuzz_figures(ndjson: Path, secrets: tuple[str, ...], *, master: bool) -> Fuz
     return figures
 
 
-def fuzz(served: Served, key: str, folder: Path) -> tuple[FuzzFigures, dict[str, Any], int, str]:
-    """schemathesis's CLI against the gateway's OpenAPI with `key`: (figures, its JSON report, exit, output)."""
+def fuzz(served: Served, spec: dict[str, Any], key: str, folder: Path) -> tuple[FuzzFigures, dict[str, Any], int, str]:
+    """schemathesis's CLI against the gateway's OpenAPI with `key`: (figures, its JSON report, exit, output).
+    The description is the one the `openapi` fixture read (LiteLLM builds it in more than schemathesis's 10 s
+    on a busy machine), from a file, with the gateway as the base URL."""
+    schema = folder / "openapi.json"
+    schema.write_text(json.dumps(spec), encoding="utf-8")
     st = Path(sys.executable).parent / "st"
-    argv = [str(st), "run", f"{served.gateway.url}/openapi.json", "--header", f"Authorization: Bearer {key}",
+    argv = [str(st), "run", str(schema), "--url", served.gateway.url, "--header", f"Authorization: Bearer {key}",
             "--max-examples", str(MAX_EXAMPLES), "--seed", str(FUZZ_SEED), "--phases", "examples,fuzzing",
             "--checks", "not_a_server_error", "--workers", "4", "--request-timeout", "30", "--no-shrink",
             "--generation-database", "none", "--report", "ndjson,json", "--report-dir", str(folder / "report"),
@@ -395,10 +399,10 @@ def describe(figures: FuzzFigures, report: dict[str, Any]) -> str:
             f"{len(figures.problems)} wrong")
 
 
-def test_fuzz_the_gateway_openapi_with_a_user_key(served: Served, tmp_path: Path,
+def test_fuzz_the_gateway_openapi_with_a_user_key(served: Served, openapi: dict[str, Any], tmp_path: Path,
                                                   record_property: Callable[[str, object], None]) -> None:
     before = served.requests_to_b()
-    figures, report, returncode, output = fuzz(served, served.key, tmp_path)
+    figures, report, returncode, output = fuzz(served, openapi, served.key, tmp_path)
     record_property("figures", describe(figures, report))
     assert report["operations"]["tested"] > 0
     assert served.requests_to_b() == before, f"model {B} was reached"
@@ -406,10 +410,10 @@ def test_fuzz_the_gateway_openapi_with_a_user_key(served: Served, tmp_path: Path
     assert returncode == 0, failures(output)
 
 
-def test_fuzz_the_gateway_openapi_with_the_master_key(served: Served, tmp_path: Path,
+def test_fuzz_the_gateway_openapi_with_the_master_key(served: Served, openapi: dict[str, Any], tmp_path: Path,
                                                       record_property: Callable[[str, object], None]) -> None:
     """Last in the module: the master key may change the gateway's state (models added in memory, ...)."""
-    figures, report, returncode, output = fuzz(served, MASTER_KEY, tmp_path)
+    figures, report, returncode, output = fuzz(served, openapi, MASTER_KEY, tmp_path)
     record_property("figures", describe(figures, report))
     assert report["operations"]["tested"] > 0
     assert not figures.problems, f"{len(figures.problems)} answers are wrong:\n" + "\n".join(figures.problems)
