@@ -13,17 +13,19 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 import httpx
-from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 from confgen.atomic import write_atomic
 from confgen.errors import EXIT_FAILED, ConfgenError
 from confgen.load import Project
 from confgen.merge import ResolvedModel
 from confgen.runtime import secret_files
+
+if TYPE_CHECKING:  # tqdm and huggingface_hub are the gateway venv's; the vLLM node image's CLI has neither
+    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 # Left free after the download: the cache's disk also holds the venvs, the images and vLLM's compile cache.
 RESERVE_BYTES = 2 * 10**9
@@ -129,6 +131,7 @@ def size_text(size: float) -> str:
 
 def _file_bar(overall: tqdm, name: str) -> type[tqdm]:
     """The bar hf_hub_download draws for one file (named by the file, not the URL), also moving the overall bar."""
+    from tqdm import tqdm
 
     class FileBar(tqdm):  # type: ignore[misc]
         parent: ClassVar[tqdm] = overall
@@ -151,6 +154,7 @@ def download(remote_: Remote, environ: dict[str, str], hf_token: str | None, lab
     """Every file of `remote_` into the hub cache, one after the other; the snapshot folder."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
+    from tqdm import tqdm
 
     cache = hub_cache(environ)
     done = cached_bytes(remote_, cache)
