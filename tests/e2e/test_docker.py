@@ -172,11 +172,12 @@ def test_start_prints_the_endpoint_and_all_turn_healthy(deployed: Deployed) -> N
     out = deployed.started.stdout
     assert f"ready: {MODEL} behind the gateway at {deployed.base}" in out
     assert f"OpenAI base URL:     {deployed.base}/v1" in out
-    for service in ("db", "vllm-node", "gateway"):
+    services = ("db", "redis", "vllm-node", "gateway")  # docker-compose.yml's services, each with a healthcheck
+    for service in services:
         assert f"  {service}: healthy" in out
     status = deployed.env.runme("status")
     assert status.returncode == 0, status.stdout
-    assert status.stdout.count(" healthy ") == 3
+    assert status.stdout.count(" healthy ") == len(services)
 
 
 def test_models_lists_the_model(deployed: Deployed) -> None:
