@@ -10,20 +10,23 @@ helperc_edge_<random>, Redis keys under helperc_edge_<random>:.
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
-import psycopg
 import pytest
-import redis
-from psycopg import sql
 
-from tests.e2e.keys_support import MACHINE_PG, MODEL, VLLM_KEY, Gateway, create_key, render_config
+from tests.e2e.keys_support import (
+    MODEL,
+    VLLM_KEY,
+    Gateway,
+    create_key,
+    redis_namespace,
+    render_config,
+    scratch_database,
+)
 from tests.simproc import running_sim
 
 pytestmark = pytest.mark.e2e
@@ -31,30 +34,6 @@ GATEWAY_PORT, SIM_PORT = 14745, 18745
 MAX_BODY = 1024 * 1024  # CONFGEN_MAX_BODY_MB=1
 MAX_HEADERS = 16 * 1024  # CONFGEN_MAX_HEADER_KB=16
 BODY_TIMEOUT_S = 2.0
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    name = f"helperc_edge_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{MACHINE_PG}/postgres", autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"{MACHINE_PG}/{name}"
-    finally:
-        with psycopg.connect(f"{MACHINE_PG}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@contextmanager
-def namespace() -> Iterator[str]:
-    prefix = f"helperc_edge_{secrets.token_hex(4)}:"
-    try:
-        yield prefix
-    finally:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        for key in client.scan_iter(f"{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 @dataclass
@@ -73,7 +52,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("edge")
-    with database() as url, namespace() as prefix, running_sim(
+    with scratch_database(prefix="confgen_edge_") as url, redis_namespace() as prefix, running_sim(
             SIM_PORT, "--served-model-name", MODEL, "--ttft-ms", "1", "--itl-ms", "1", "--output-tokens", "4",
             "--max-model-len", "1000000", env={"VLLM_API_KEY": VLLM_KEY}):
         gateway = EdgeGateway(GATEWAY_PORT, render_config(folder / "generated", SIM_PORT), folder / "gw", url, prefix)
