@@ -335,6 +335,11 @@ class FuzzFigures:
     statuses: Counter[int]
     problems: list[str]
 
+    def merge(self, other: FuzzFigures) -> None:
+        self.cases += other.cases
+        self.statuses.update(other.statuses)
+        self.problems.extend(other.problems)
+
 
 def fuzz_figures(ndjson: Path, secrets: tuple[str, ...], *, master: bool) -> FuzzFigures:
     """Every interaction the run recorded: statuses, and what must never be in an answer (for a user key, a
@@ -366,24 +371,59 @@ def fuzz_figures(ndjson: Path, secrets: tuple[str, ...], *, master: bool) -> Fuz
     return figures
 
 
-def fuzz(served: Served, spec: dict[str, Any], key: str, folder: Path) -> tuple[FuzzFigures, dict[str, Any], int, str]:
-    """schemathesis's CLI against the gateway's OpenAPI with `key`: (figures, its JSON report, exit, output).
+def fuzz(served: Served, spec: dict[str, Any], key: str,
+         folder: Path) -> tuple[FuzzFigures, dict[str, Any], list[str], str]:
+    """schemathesis's CLI against the gateway's OpenAPI with `key`: (figures, its JSON report of the whole
+    run, the operations its own checks failed or errored on, its output).
     The description is the one the `openapi` fixture read (LiteLLM builds it in more than schemathesis's 10 s
-    on a busy machine), from a file, with the gateway as the base URL."""
+    on a busy machine), from a file, with the gateway as the base URL.
+
+    An operation whose CASES schemathesis failed to generate (its ERRORS section: an exception inside
+    schemathesis or Hypothesis, no request sent) is fuzzed again alone with one worker: Hypothesis's caches
+    are not thread-safe (schemathesis/schemathesis#860; seen here as a FlakyFailure in
+    hypothesis/internal/lambda_sources.py for PUT /guardrails/{guardrail_id} under --workers 4). The
+    figures count both runs; what the second run says of those operations replaces what the first said."""
     schema = folder / "openapi.json"
     schema.write_text(json.dumps(spec), encoding="utf-8")
+    figures, report, returncode, output = run_schemathesis(served, schema, key, folder / "report", ())
+    failed = labels(output)
+    assert returncode == 0 or failed, f"schemathesis failed and named no operation:\n{output[-3000:]}"
+    broken = generation_errors(output)
+    if broken:
+        again, _, again_code, again_output = run_schemathesis(served, schema, key, folder / "report-again", broken)
+        assert not generation_errors(again_output), f"schemathesis failed again:\n{failures(again_output)}"
+        assert again_code == 0 or labels(again_output), f"schemathesis failed:\n{again_output[-3000:]}"
+        figures.merge(again)
+        failed = [label for label in failed if label not in broken] + labels(again_output)
+        output = output + "\n" + again_output
+    return figures, report, failed, output
+
+
+def run_schemathesis(served: Served, schema: Path, key: str, reports: Path,
+                     only: tuple[str, ...]) -> tuple[FuzzFigures, dict[str, Any], int, str]:
     st = Path(sys.executable).parent / "st"
     argv = [str(st), "run", str(schema), "--url", served.gateway.url, "--header", f"Authorization: Bearer {key}",
             "--max-examples", str(MAX_EXAMPLES), "--seed", str(FUZZ_SEED), "--phases", "examples,fuzzing",
-            "--checks", "not_a_server_error", "--workers", "4", "--request-timeout", "30", "--no-shrink",
-            "--generation-database", "none", "--report", "ndjson,json", "--report-dir", str(folder / "report"),
-            "--no-color"]
-    done = subprocess.run(argv, cwd=folder, capture_output=True, text=True, timeout=FUZZ_TIMEOUT_S, check=False)
+            "--checks", "not_a_server_error", "--workers", "1" if only else "4", "--request-timeout", "30",
+            "--no-shrink", "--generation-database", "none", "--report", "ndjson,json", "--report-dir", str(reports),
+            "--no-color", *(arg for label in only for arg in ("--include-name", label))]
+    done = subprocess.run(argv, cwd=schema.parent, capture_output=True, text=True, timeout=FUZZ_TIMEOUT_S,
+                          check=False)
     assert done.returncode in {0, 1}, f"schemathesis could not run ({done.returncode}):\n{done.stdout[-3000:]}"
-    report = json.loads(next((folder / "report").glob("json-*.json")).read_text(encoding="utf-8"))
-    figures = fuzz_figures(next((folder / "report").glob("ndjson-*.ndjson")), (MASTER_KEY, VLLM_KEY),
-                           master=key == MASTER_KEY)
+    report = json.loads(next(reports.glob("json-*.json")).read_text(encoding="utf-8"))
+    figures = fuzz_figures(next(reports.glob("ndjson-*.ndjson")), (MASTER_KEY, VLLM_KEY), master=key == MASTER_KEY)
     return figures, report, done.returncode, done.stdout
+
+
+def labels(text: str) -> list[str]:
+    """The operations ("METHOD /template") named by the section headers of schemathesis's output."""
+    return re.findall(r"^_+ ([A-Z]+ \S+) _+$", text, re.MULTILINE)
+
+
+def generation_errors(output: str) -> tuple[str, ...]:
+    """The operations in schemathesis's ERRORS section (cases it could not generate or run)."""
+    section = re.search(r"^=+ ERRORS =+$(.*?)(?=^=+ [A-Z]+ =+$|\Z)", output, re.MULTILINE | re.DOTALL)
+    return tuple(labels(section.group(1))) if section else ()
 
 
 def failures(output: str) -> str:
@@ -402,21 +442,20 @@ def describe(figures: FuzzFigures, report: dict[str, Any]) -> str:
 def test_fuzz_the_gateway_openapi_with_a_user_key(served: Served, openapi: dict[str, Any], tmp_path: Path,
                                                   record_property: Callable[[str, object], None]) -> None:
     before = served.requests_to_b()
-    figures, report, returncode, output = fuzz(served, openapi, served.key, tmp_path)
+    figures, report, failed, output = fuzz(served, openapi, served.key, tmp_path)
     record_property("figures", describe(figures, report))
     assert report["operations"]["tested"] > 0
     assert served.requests_to_b() == before, f"model {B} was reached"
     assert not figures.problems, f"{len(figures.problems)} answers are wrong:\n" + "\n".join(figures.problems)
-    assert returncode == 0, failures(output)
+    assert not failed, failures(output)
 
 
 def test_fuzz_the_gateway_openapi_with_the_master_key(served: Served, openapi: dict[str, Any], tmp_path: Path,
                                                       record_property: Callable[[str, object], None]) -> None:
     """Last in the module: the master key may change the gateway's state (models added in memory, ...)."""
-    figures, report, returncode, output = fuzz(served, openapi, MASTER_KEY, tmp_path)
+    figures, report, failed, output = fuzz(served, openapi, MASTER_KEY, tmp_path)
     record_property("figures", describe(figures, report))
     assert report["operations"]["tested"] > 0
     assert not figures.problems, f"{len(figures.problems)} answers are wrong:\n" + "\n".join(figures.problems)
     # schemathesis's own server-error check fails the health verdicts too: only those may be in its report.
-    failed = re.findall(r"^_+ ([A-Z]+ \S+) _+$", output, re.MULTILINE)
-    assert returncode == 0 or all(label.split(" ", 1)[1] in HEALTH_VERDICTS for label in failed), failures(output)
+    assert all(label.split(" ", 1)[1] in HEALTH_VERDICTS for label in failed), failures(output)
