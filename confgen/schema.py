@@ -187,6 +187,8 @@ class Settings(_Strict):
     MAX_BODY_MB: float = Field(32.0, gt=0, le=1024)
     MAX_HEADER_KB: float = Field(32.0, gt=0, le=1024)
     BODY_TIMEOUT: float = Field(30.0, gt=0, le=3600)
+    # The relay lane for vLLM-native requests (confgen/gateway/lane.py): "off" sends everything through LiteLLM.
+    RELAY_LANE: Literal["on", "off"] = "on"
 
     @field_validator("REDIS_URL")
     @classmethod

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from gwbench import load, report  # noqa: E402 - after the path is set
-from gwbench.paths import Bench, Cores, Ports, Route, running_paths  # noqa: E402
+from gwbench.paths import BENCH_DB, Bench, Cores, Ports, Route, running_paths  # noqa: E402
 from gwbench.procs import memory_sampler  # noqa: E402
 
 NON_STREAMING = {**load.CHAT, "max_tokens": 1}
@@ -110,6 +110,8 @@ def command(args: argparse.Namespace) -> str:
     flags = f"--rounds {args.rounds} --seconds {args.seconds:g}"
     if args.no_pin:
         flags += " --no-pin"
+    if args.ports_from:
+        flags += f" --ports-from {args.ports_from}"
     return f".venv/bin/python scripts/bench_gateway.py {flags}"
 
 
@@ -131,7 +133,9 @@ which make it cheaper than a plain `pip install litellm[proxy]`), and the same w
 (the reference for our 2-worker scaling); **our stack**: `confgen render`'s config,
 started with `./runMe.sh`'s argv and environment (`confgen.runtime.stack.gateway_launch`), called with an
 API key from PostgreSQL that has rpm, tpm and parallel limits (counted in Redis on every request), with
-the usage ledger and its Prometheus metrics on; {notes['ledger']}. `MAX_PARALLEL_REQUESTS=1024` for the
+the usage ledger and its Prometheus metrics on, and its relay lane on (the default: vLLM-native requests
+relayed as bytes, confgen/gateway/lane.py); **our stack, lane off**: the same with `RELAY_LANE=off`, every
+request through LiteLLM (what "our stack" was before the lane); {notes['ledger']}. `MAX_PARALLEL_REQUESTS=1024` for the
 benchmark (the default 16 would turn the concurrent runs into 429s). Throughput and latency: `wrk -t1`,
 non-streaming chat with `max_tokens: 1`, {args.seconds:g} s per run, at 1 and at {args.connections}
 connections. TTFT: {args.ttft_requests} streams one after another (4 tokens each) from an asyncio httpx
@@ -152,15 +156,17 @@ Load generators: {client_note(res, args)}
 
 def client_note(res: report.Results, args: argparse.Namespace) -> str:
     """How far the load generators were from being the limit, from this run's own figures."""
-    litellm = [r for r in res.routes if r not in ("direct", "nginx hop")]
+    litellm = [r for r in res.routes if r not in ("direct", "nginx hop", report.OURS, report.OURS2)]
     wrk_direct, wrk_gw = res.med("direct", "c32", "rps"), max(res.med(r, "c32", "rps") for r in litellm)
     direct, share = res.med("direct", "relay", "tokens_per_s"), res.med("direct", "relay", "client_cpu_share")
     stream_gw = max(res.med(r, "relay", "tokens_per_s") for r in litellm)
-    return (f"wrk made {wrk_direct:,.0f} requests/s direct, {wrk_direct / wrk_gw:,.0f}x the most any LiteLLM path "
-            f"served; the stream client took {direct:,.0f} tokens/s direct (the simulator's pace allows "
+    lane = res.med(report.OURS, "relay", "tokens_per_s")
+    return (f"wrk made {wrk_direct:,.0f} requests/s direct, {wrk_direct / wrk_gw:,.0f}x the most any path through "
+            f"LiteLLM served; the stream client took {direct:,.0f} tokens/s direct (the simulator's pace allows "
             f"{args.streams * 1000 / ITL_MS:,.0f}) using {share:.0%} of a core, {direct / stream_gw:.1f}x the most "
-            "any LiteLLM path delivered: the LiteLLM figures are the gateways' own. The nginx hop's relay figure "
-            "is close to direct, so the client and the simulator may bound it.")
+            "any path through LiteLLM delivered: those figures are the gateways' own. The relay lane's relay "
+            f"figure is {lane / direct:.0%} of direct, and the nginx hop's close to direct: the client and the "
+            "simulator may bound them.")
 
 
 def _cores(cpus: set[int] | None) -> str:
@@ -178,6 +184,9 @@ def main() -> int:
     parser.add_argument("--start-timeout", type=float, default=240.0, help="seconds for the gateways to start")
     parser.add_argument("--keep-logs", action="store_true", help="keep the gateways' configs and logs (path printed)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where benchmarks.md and the PNG go")
+    parser.add_argument("--ports-from", type=int, default=0, metavar="PORT",
+                        help="use 8 ports from PORT on (default: 15200 and 14200-14204, 14240-14241)")
+    parser.add_argument("--database", default=BENCH_DB, help="the scratch database (dropped and made again)")
     args = parser.parse_args()
     if not 1 <= args.seconds <= 30 or not 32 <= args.connections <= 256 or not 32 <= args.streams <= 256 \
             or not 5 <= args.ttft_requests <= 200:
@@ -192,7 +201,8 @@ def main() -> int:
     started = time.monotonic()
     notes = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "load_before": _load()}
     cores = Cores.plan(not args.no_pin)
-    with running_paths(Ports(), cores, args.start_timeout, keep=args.keep_logs) as bench:
+    ports = Ports.from_base(args.ports_from) if args.ports_from else Ports()
+    with running_paths(ports, cores, args.start_timeout, keep=args.keep_logs, database=args.database) as bench:
         names = [r.name for r in bench.routes]
         res = report.Results(routes=names, latency_routes=[r.name for r in bench.routes if r.latency])
         servers = [r.server for r in bench.routes if r.server]
@@ -210,10 +220,14 @@ def main() -> int:
     notes["wall"] = f"{time.monotonic() - started:.0f} s"
     text = section(res, args, cores, notes)
     args.docs.mkdir(parents=True, exist_ok=True)
-    report.plot(res, args.docs / "bench-gateway.png", args.connections, args.streams,
-                f"Gateway paths in front of one simulator ({notes['date']}, {machine()})")
-    report.write_section(args.docs / "benchmarks.md", text)
+    report.write_section(args.docs / "benchmarks.md", text)  # the results first: the plot is optional
     print(text)
+    try:
+        report.plot(res, args.docs / "bench-gateway.png", args.connections, args.streams,
+                    f"Gateway paths in front of one simulator ({notes['date']}, {machine()})")
+    except ImportError as exc:
+        print(f"note: no plot ({exc}); the table is in {args.docs / 'benchmarks.md'}. For the plot: "
+              ".venv/bin/pip install matplotlib", file=sys.stderr)
     return 1 if errors else 0
 
 

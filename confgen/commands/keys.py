@@ -55,7 +55,8 @@ def describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
     return {
         "alias": record.alias, "prefix": record.prefix, "status": record.status(now), "owner": record.owner,
         "models": list(record.models) if record.models is not None else None,
-        "rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "budget_tokens": lim.budget_tokens,
+        "rpm": lim.rpm, "tpm": lim.tpm, "max_parallel": lim.max_parallel, "priority": record.priority,
+        "budget_tokens": lim.budget_tokens,
         "budget_period": format_duration(lim.budget_period_s) if lim.budget_period_s else None,
         "created_at": record.created_at.isoformat(timespec="seconds"),
         "expires_at": record.expires_at.isoformat(timespec="seconds") if record.expires_at else None,
@@ -63,7 +64,7 @@ def describe(record: KeyRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-HEADER = ("ALIAS", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "PARALLEL", "BUDGET", "EXPIRES", "OWNER")
+HEADER = ("ALIAS", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "PARALLEL", "PRIORITY", "BUDGET", "EXPIRES", "OWNER")
 
 
 def _row(d: dict[str, Any]) -> list[str]:
@@ -72,7 +73,8 @@ def _row(d: dict[str, Any]) -> list[str]:
 
     budget = f"{d['budget_tokens']}/{d['budget_period']}" if d["budget_tokens"] else "-"
     return [d["alias"], d["prefix"], d["status"], ",".join(d["models"]) if d["models"] else "all", show(d["rpm"]),
-            show(d["tpm"]), show(d["max_parallel"]), budget, (d["expires_at"] or "-")[:16], show(d["owner"])]
+            show(d["tpm"]), show(d["max_parallel"]), show(d["priority"]), budget, (d["expires_at"] or "-")[:16],
+            show(d["owner"])]
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -94,18 +96,21 @@ def group() -> None:
 @click.option("--period", type=Duration(), default=None, help="Budget period, e.g. 30d (default 30d).")
 @click.option("--expires", type=Duration(), default=None, help="Lifetime, e.g. 90d (default: never).")
 @click.option("--owner", default=None, help="Who the key is for (free text, shown in list and usage).")
+@click.option("--priority", type=int, default=None, help="Lower is served first: the order of requests waiting "
+              "for an on-demand model, and vLLM's request priority where a model runs with --scheduling-policy "
+              "priority (-1000 to 1000; default: 0).")
 @json_option
 @click.pass_context
 def create(ctx: click.Context, *, alias: str, models: str | None, rpm: int | None, tpm: int | None,
            max_parallel: int | None, budget_tokens: int | None, period: int | None, expires: int | None,
-           owner: str | None, as_json: bool) -> int:
+           owner: str | None, priority: int | None, as_json: bool) -> int:
     """Create a key and print it once: only its hash is stored."""
     if period is not None and budget_tokens is None:
         raise ConfgenError.one("--period", "a period needs --budget-tokens", "add --budget-tokens N", exit_code=2)
     if budget_tokens is not None and period is None:
         period = parse_duration("30d")
     model_list = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else None
-    spec = store.NewKey(alias=alias, owner=owner, models=model_list, expires_in_s=expires,
+    spec = store.NewKey(alias=alias, owner=owner, models=model_list, expires_in_s=expires, priority=priority,
                         limits=Limits(rpm=rpm, tpm=tpm, max_parallel=max_parallel, budget_tokens=budget_tokens,
                                       budget_period_s=period))
     problems = spec.problems()

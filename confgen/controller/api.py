@@ -3,7 +3,8 @@
 
     GET  /status                          every model's state, the budget in use, swaps
     GET  /metrics                         the same for Prometheus (confgen/controller/metrics.py)
-    POST /models/{model}/ensure-ready     returns when ready (?timeout=S); 503 + Retry-After with the reason
+    POST /models/{model}/ensure-ready     returns when ready (?timeout=S&priority=N, lower first); 503 +
+                                          Retry-After with the reason
     POST /models/{model}/sleep?level=N    POST /models/{model}/stop
 """
 
@@ -68,13 +69,15 @@ def app(controller: Controller, token: str) -> Starlette:
         name = model_of(request)
         if name is None:
             return unknown(request)
-        raw = request.query_params.get("timeout")
+        raw, rank = request.query_params.get("timeout"), request.query_params.get("priority") or "0"
         try:
             timeout = float(raw) if raw else None
         except ValueError:
             return JSONResponse({"error": f"timeout: expected seconds, got {raw!r}"}, 400)
+        if not rank.lstrip("-").isdigit():
+            return JSONResponse({"error": f"priority: expected an integer (lower first), got {rank!r}"}, 400)
         try:
-            await controller.ensure_ready(name, timeout)
+            await controller.ensure_ready(name, timeout, int(rank))
         except LoadFailed as failed:
             return JSONResponse({"error": failed.message, "retry_after_s": failed.retry_after_s}, 503,
                                 headers={"Retry-After": str(failed.retry_after_s)})

@@ -2,7 +2,8 @@
 
 States: stopped -> starting -> ready; ready -> stopping -> sleeping | stopped; sleeping -> waking -> ready;
 a server that fails to start, or dies, is `failed` (the next request starts it cold). Loads run one at a
-time, model by model in the order they were first asked for, so waiting requests are served AABB, not ABAB.
+time, model by model, so waiting requests are served AABB, not ABAB: the model whose waiters include the best
+priority (lower first, as vLLM's request priority) goes next, then the one asked for first.
 Whether a model is busy is read from its server's own metrics (vllm:num_requests_running and _waiting, as
 vLLM exports them), so the gateway makes no call here for a model that is ready.
 """
@@ -10,9 +11,9 @@ vLLM exports them), so the gateway makes no call here for a model that is ready.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,6 @@ import httpx
 
 from confgen.controller.evict import Resident, plan_eviction
 from confgen.controller.plan import OnDemandPlan
-from confgen.runtime.rundir import Proc
 from confgen.runtime.runner import LocalRunner, Runner, ServerSpec, tail
 
 log = logging.getLogger("confgen.controller")
@@ -46,7 +46,7 @@ class Slot:
     name: str
     spec: ServerSpec
     state: str = "stopped"
-    handle: Proc | None = None
+    handle: Any = None  # the runner's handle of its server (a Proc, a ContainerHandle), None when it has none
     level: int = 0  # sleep level while sleeping
     since: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
@@ -57,6 +57,15 @@ class Slot:
 
     def set(self, state: str, error: str = "") -> None:
         self.state, self.since, self.error = state, time.monotonic(), error
+
+
+@dataclass
+class Waiting:
+    """The requests waiting for one model: their best priority and when the first of them came."""
+
+    priority: int
+    seq: int
+    futures: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 def parse_metrics(text: str) -> tuple[int, float]:
@@ -81,10 +90,10 @@ def _idle(seconds: float) -> str:
 
 
 class Controller:
-    def __init__(self, plan: OnDemandPlan, specs: dict[str, ServerSpec], runner: Runner[Proc] | None = None, *,
+    def __init__(self, plan: OnDemandPlan, specs: dict[str, ServerSpec], runner: Runner[Any] | None = None, *,
                  poll_s: float = 1.0, drain_s: float = 1.5, api_key: str | None = None) -> None:
         self.plan = plan
-        self.runner: Runner[Proc] = runner or LocalRunner()
+        self.runner: Runner[Any] = runner or LocalRunner()
         self.slots = {name: Slot(name, specs[name]) for name in plan.members}
         self.by_served = {m.served_name: m.name for m in plan.members.values()}
         self.poll_s = poll_s
@@ -93,7 +102,8 @@ class Controller:
         self.swap_seconds: list[float] = []
         self.events: list[str] = []
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._queue: OrderedDict[str, list[asyncio.Future[None]]] = OrderedDict()
+        self._queue: dict[str, Waiting] = {}
+        self._arrivals = itertools.count()
         self._work = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,14 +113,19 @@ class Controller:
     def resolve(self, model: str) -> str | None:
         return model if model in self.slots else self.by_served.get(model)
 
-    async def ensure_ready(self, name: str, timeout_s: float | None = None) -> None:
-        """Return when `name` (and its group) is ready; LoadFailed when it cannot be, or not in time."""
+    async def ensure_ready(self, name: str, timeout_s: float | None = None, priority: int = 0) -> None:
+        """Return when `name` (and its group) is ready; LoadFailed when it cannot be, or not in time. `priority`
+        orders the loads while one runs (lower first)."""
         slot = self.slots[name]
         slot.last_used = time.monotonic()
         if all(self.slots[n].state == "ready" for n in self.plan.group_of(name)):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.setdefault(name, []).append(future)
+        waiting = self._queue.get(name)
+        if waiting is None:
+            waiting = self._queue[name] = Waiting(priority, next(self._arrivals))
+        waiting.priority = min(waiting.priority, priority)
+        waiting.futures.append(future)
         self._work.set()
         limit = timeout_s if timeout_s is not None else self.plan.members[name].settings.load_timeout_s
         try:
@@ -134,6 +149,8 @@ class Controller:
         return {"gpu": self.plan.gpu.name, "swap": self.plan.swap, "swap_reason": self.plan.swap_reason,
                 "budget_gb": round(self.plan.budget_gb, 2), "used_gb": round(self.plan.used_gb(awake, asleep), 2),
                 "swaps": self.swaps, "swap_seconds": [round(s, 2) for s in self.swap_seconds],
+                "queue": [{"model": n, "priority": self._queue[n].priority, "waiting": len(self._queue[n].futures)}
+                          for n in self._in_order()],
                 "models": {n: {"served_name": self.plan.members[n].served_name, "state": s.state,
                                "level": s.level if s.state == "sleeping" else None,
                                "for_s": round(now - s.since, 1), "idle_s": round(now - s.last_used, 1),
@@ -141,6 +158,10 @@ class Controller:
                                "memory_gb": round(self.plan.members[n].memory_gb, 2),
                                "pin": self.plan.members[n].settings.pin}
                            for n, s in self.slots.items()}}
+
+    def _in_order(self) -> list[str]:
+        """The models waited for, the next to load first: best priority, then first asked for."""
+        return sorted(self._queue, key=lambda n: (self._queue[n].priority, self._queue[n].seq))
 
     # --- start and stop -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -171,7 +192,8 @@ class Controller:
             if not self._queue:
                 self._work.clear()
                 continue
-            name, futures = self._queue.popitem(last=False)
+            name = self._in_order()[0]
+            futures = self._queue.pop(name).futures
             try:
                 async with self._lock:
                     await self._make_ready(name)
@@ -338,8 +360,8 @@ class Controller:
         end = time.monotonic() + timeout_s
         assert slot.handle is not None  # noqa: S101 - started by the caller
         while time.monotonic() < end:
-            if self.runner.status(slot.handle) == "exited":
-                code = self.runner.exit_code(slot.handle)
+            if await asyncio.to_thread(self.runner.status, slot.handle) == "exited":  # a container: docker inspect
+                code = await asyncio.to_thread(self.runner.exit_code, slot.handle)
                 last = [line.strip() for line in tail(slot.spec.log, 40).splitlines() if line.strip()]
                 reason = next((line for line in reversed(last) if "Error" in line), last[-1] if last else "")
                 return f"exited with code {code} during start-up: {reason[:300]} (log: {slot.spec.log})"
@@ -380,7 +402,7 @@ class Controller:
         now = time.monotonic()
         for slot in self.slots.values():
             if slot.state in {"ready", "sleeping"} and slot.handle is not None \
-                    and self.runner.status(slot.handle) == "exited":
+                    and await asyncio.to_thread(self.runner.status, slot.handle) == "exited":
                 slot.handle = None
                 slot.set("failed", f"exited while {slot.state}")
                 self._event(f"{slot.name} exited while {slot.state}: it starts again on the next request")

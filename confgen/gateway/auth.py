@@ -15,13 +15,12 @@ LiteLLM's own key checks need its Prisma database (litellm/proxy/auth/user_api_k
 from __future__ import annotations
 
 import hmac
-import uuid
 from datetime import UTC, datetime
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-from confgen.gateway import metrics, ondemand, proxyinfo, requestmodel, runtime
+from confgen.gateway import accounting, metrics, ondemand, priority, proxyinfo, requestmodel, runtime
 from confgen.gateway.keycache import KeysUnavailable
 from confgen.gateway.rejection import KeyRejected
 from confgen.keys import keyformat
@@ -35,7 +34,16 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         return await _authenticate(request, api_key)
     except KeyRejected as rejected:
         metrics.record_rejection(rejected.reason)
+        if _accounted(request):
+            accounting.bind(rejected.request_id, prefix=rejected.prefix, alias=rejected.alias, model=None,
+                            ticket=None)
         raise
+
+
+def _accounted(request: Request) -> bool:
+    """A request that is one ledger row (confgen/gateway/accounting.py): the inference routes LiteLLM logs."""
+    route, kind = requestmodel.route_of(request)
+    return kind == "inference" and not route.endswith("/count_tokens")
 
 
 async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
@@ -46,8 +54,11 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
     if master and hmac.compare_digest(api_key.encode(), master.encode()):
         await _check_master_request(request)
         held = await _hold_master_request(request)
+        rid = accounting.request_id()
+        if _accounted(request):
+            accounting.bind(rid, prefix=None, alias="master", model=None, ticket=None)
         return UserAPIKeyAuth(api_key=api_key, user_role=LitellmUserRoles.PROXY_ADMIN, key_alias="master",
-                              metadata={META_REQUEST_ID: uuid.uuid4().hex, **held})
+                              metadata={META_REQUEST_ID: rid, **held})
     try:
         prefix = keyformat.parse_prefix(api_key)
     except keyformat.MalformedKey as exc:
@@ -73,24 +84,29 @@ async def _authenticate(request: Request, api_key: str) -> UserAPIKeyAuth:
         raise KeyRejected(403, "model_not_allowed", f"API key {record.alias} may not use model {target.model!r}; "
                           f"it may use: {', '.join(record.models or ())}", prefix=prefix, alias=record.alias)
     # Before admission: a request held while its on-demand model loads spends none of the key's limits.
-    held = await _hold(target, prefix, record.alias)
-    request_id = uuid.uuid4().hex
+    held = await _hold(target, prefix, record.alias, record.priority or 0)
+    priority.apply(request, target.route, target.model, record.priority)  # vLLM's, for priority-scheduled models
+    request_id = accounting.request_id()
     metadata: dict[str, object] = {META_REQUEST_ID: request_id, META_PREFIX: prefix, **held}
+    ticket: str | None = None
     if target.kind == "inference" and target.model is not None and record.limits.any:
         ticket = await _admit(record, target, target.model, request_id, now)
         if ticket is not None:
             metadata[META_TICKET] = ticket
+    if _accounted(request):
+        accounting.bind(request_id, prefix=prefix, alias=record.alias, model=target.model, ticket=ticket)
     return UserAPIKeyAuth(token=f"confgen-{prefix}", key_alias=record.alias, user_id=record.owner,
                           user_role=LitellmUserRoles.INTERNAL_USER, metadata=metadata,
                           models=proxyinfo.listed_models(record.models, proxyinfo.served_models()))
 
 
-async def _hold(target: requestmodel.Addressed, prefix: str | None, alias: str) -> dict[str, object]:
-    """Wait until the on-demand model `target` addresses is ready: the ledger's wait, or nothing."""
+async def _hold(target: requestmodel.Addressed, prefix: str | None, alias: str, rank: int = 0) -> dict[str, object]:
+    """Wait until the on-demand model `target` addresses is ready (`rank`: the key's priority, lower first): the
+    ledger's wait, or nothing."""
     gate = ondemand.gate()
     if gate is None or target.kind != "inference" or target.model is None:
         return {}
-    waited = await gate.hold(target.model, prefix=prefix, alias=alias)
+    waited = await gate.hold(target.model, prefix=prefix, alias=alias, priority=rank)
     return {} if waited is None else {META_MODEL_WAIT: waited}
 
 
@@ -130,11 +146,13 @@ async def _check_master_request(request: Request) -> None:
 
 
 async def _hold_master_request(request: Request) -> dict[str, object]:
-    """An on-demand model a master-key request addresses is made ready first, as for API keys."""
-    if ondemand.gate() is None or requestmodel.route_of(request)[1] != "inference":
+    """An on-demand model a master-key request addresses is made ready first, as for API keys; on a
+    priority-scheduled model the request's own priority reaches vLLM (confgen/gateway/priority.py)."""
+    if requestmodel.route_of(request)[1] != "inference" or (ondemand.gate() is None and not priority.any_scheduled()):
         return {}
     try:
         target = await requestmodel.addressed(request)
     except requestmodel.NotAddressable:
         return {}  # LiteLLM answers it (the master key may send what API keys may not)
+    priority.apply(request, target.route, target.model, None, keep_sent=True)
     return await _hold(target, None, "master")

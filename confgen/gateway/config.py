@@ -29,7 +29,9 @@ ENV = {
     "max_body_mb": "CONFGEN_MAX_BODY_MB",
     "max_header_kb": "CONFGEN_MAX_HEADER_KB",
     "body_timeout_s": "CONFGEN_BODY_TIMEOUT",
+    "relay_lane": "CONFGEN_RELAY_LANE",
 }
+LANE_VALUES = {"on": True, "off": False}
 # The launcher's run folder (confgen/runtime/rundir.py, RunDir.for_root) and LiteLLM's worker count, which
 # its CLI exports for the workers (litellm/proxy/proxy_cli.py: os.environ["NUM_WORKERS"]).
 RUN_DIR_ENV = "CONFGEN_RUN_DIR"
@@ -108,6 +110,16 @@ def _edge(env: Mapping[str, str], problems: list[Problem]) -> EdgeLimits:
                       body_timeout_s=_seconds(env, "body_timeout_s", default.body_timeout_s, problems))
 
 
+def _lane(env: Mapping[str, str], problems: list[Problem]) -> bool:
+    name = ENV["relay_lane"]
+    raw = env.get(name, "").strip().lower() or "on"
+    if raw in LANE_VALUES:
+        return LANE_VALUES[raw]
+    problems.append(Problem(name, f"expected on or off, got {raw!r}",
+                            "set RELAY_LANE=on (the relay lane for vLLM-native requests) or off in vars.env"))
+    return True
+
+
 def _workers(env: Mapping[str, str], problems: list[Problem]) -> int:
     raw = env.get(WORKERS_ENV, "").strip() or "1"
     if raw.isdigit() and int(raw) >= 1:
@@ -131,6 +143,7 @@ class GatewayConfig:
     master_key: str = ""
     workers: int = 1  # uvicorn worker processes of this gateway (each one counts limits on its own without Redis)
     edge: EdgeLimits = field(default_factory=EdgeLimits)  # body and header sizes, body stalls (confgen/gateway/edge.py)
+    relay_lane: bool = True  # vLLM-native requests relayed as bytes (confgen/gateway/lane.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewayConfig:
@@ -148,7 +161,8 @@ class GatewayConfig:
                      slot_ttl_s=_seconds(env, "slot_ttl_s", 630.0, problems),
                      master_key=env.get("LITELLM_MASTER_KEY", ""),
                      workers=_workers(env, problems),
-                     edge=_edge(env, problems))
+                     edge=_edge(env, problems),
+                     relay_lane=_lane(env, problems))
         if config.workers > 1 and config.redis_url is None:
             problems.append(Problem(
                 f"{WORKERS_ENV}={config.workers} with {ENV['redis_url']}={redis_url or '(empty)'}",

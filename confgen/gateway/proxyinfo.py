@@ -62,3 +62,8 @@ def request_settings() -> tuple[dict[str, Any], str | None]:
     settings = getattr(proxy, "general_settings", None)
     user_model = getattr(proxy, "user_model", None)
     return (settings if isinstance(settings, dict) else {}), (user_model if isinstance(user_model, str) else None)
+
+
+def router() -> Any:
+    """The proxy's LiteLLM Router (`llm_router`); None outside the proxy or before its config is loaded."""
+    return getattr(_proxy(), "llm_router", None)

@@ -3,9 +3,9 @@ ledger row of a rejected request carries the key's prefix/alias and our reason (
 
 from __future__ import annotations
 
-import uuid
-
 from litellm.proxy._types import ProxyErrorTypes, ProxyException
+
+from confgen.gateway import accounting
 
 TYPES = {400: "invalid_request_error", 401: ProxyErrorTypes.auth_error, 403: "permission_error", 404: "not_found_error",
          429: "rate_limit_error", 503: "service_unavailable"}
@@ -23,4 +23,4 @@ class KeyRejected(ProxyException):  # type: ignore[misc]  # LiteLLM is not type-
         self.reason = reason
         self.prefix = prefix
         self.alias = alias
-        self.request_id = uuid.uuid4().hex
+        self.request_id = accounting.request_id()  # the request's own id (confgen/gateway/accounting.py)

@@ -108,6 +108,11 @@ def _aliased(model: str) -> str:
     return target if isinstance(target, str) and target else model
 
 
+def group_of(model: str) -> str | None:
+    """The model group `model` names (aliases resolved), or None when it is not one model name."""
+    return _aliased(model) if "," not in model and MODEL_PATTERN.fullmatch(model) else None
+
+
 def route_of(request: Request) -> tuple[str, Kind | None]:
     """(the route as shown to users, its kind here or None: not open to API keys)."""
     template = get_request_route_template(request)

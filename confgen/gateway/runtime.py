@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from confgen.errors import ConfgenError
-from confgen.gateway import edge
+from confgen.gateway import accounting, edge, lane, ondemand
 from confgen.gateway.config import ENV, GatewayConfig
 from confgen.gateway.keycache import KeyCache, Snapshot
 from confgen.gateway.limits import Limiter, RedisCounters
@@ -113,6 +113,10 @@ class Gateway:
                         self.config.spool_dir)
         if self.config.redis_url is None:
             log.warning("no Redis configured: rate limits are counted per gateway instance")
+        ondemand.install()  # innermost: GET /health shows the on-demand models' states (confgen/gateway/ondemand.py)
+        lane.install(self.config.relay_lane)  # inside the edge guard: the edge limits apply first
+        # Around the lane and LiteLLM, inside the edge guard: every accepted request one answer and one row.
+        accounting.install(put=self.ledger.put, settle=self.limiter.settle, instance=self.instance)
         edge.install(self.config.edge)  # in the proxy: every request passes the edge limits first
         self.ledger.start()
 

@@ -58,6 +58,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("003_usage_model_wait", """
         ALTER TABLE confgen_usage ADD COLUMN model_wait_ms double precision;
     """),
+    # A key's priority (docs/keys.md): the order of requests waiting for an on-demand model, and vLLM's request
+    # `priority` under --scheduling-policy priority (lower first, as vLLM's; NULL: 0).
+    ("004_api_keys_priority", """
+        ALTER TABLE confgen_api_keys ADD COLUMN priority integer CHECK (priority BETWEEN -1000 AND 1000);
+    """),
 )
 
 

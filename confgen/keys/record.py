@@ -9,6 +9,9 @@ from typing import Any
 
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+# A key's priority: lower is served first, as vLLM's request `priority` (vllm/entrypoints/openai/chat_completion/
+# protocol.py: "lower means earlier handling; default: 0"); the bound keeps it a small number.
+PRIORITY_RANGE = (-1000, 1000)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class KeyRecord:
     limits: Limits = field(default_factory=Limits)
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    priority: int | None = None  # None: 0, vLLM's default
 
     def status(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -74,4 +78,5 @@ class KeyRecord:
         return cls(prefix=str(data["prefix"]), key_hash=str(data["key_hash"]), alias=str(data["alias"]),
                    created_at=created, owner=data.get("owner"),
                    models=tuple(models) if models is not None else None, limits=Limits(**data.get("limits", {})),
-                   expires_at=when(data.get("expires_at")), revoked_at=when(data.get("revoked_at")))
+                   expires_at=when(data.get("expires_at")), revoked_at=when(data.get("revoked_at")),
+                   priority=data.get("priority"))

@@ -11,10 +11,10 @@ import psycopg
 
 from confgen.errors import ConfgenError
 from confgen.keys import keyformat
-from confgen.keys.record import ALIAS_PATTERN, MODEL_PATTERN, KeyRecord, Limits
+from confgen.keys.record import ALIAS_PATTERN, MODEL_PATTERN, PRIORITY_RANGE, KeyRecord, Limits
 
 COLUMNS = ("prefix, key_hash, alias, owner, models, rpm, tpm, max_parallel, budget_tokens, budget_period_s, "
-           "created_at, expires_at, revoked_at")
+           "created_at, expires_at, revoked_at, priority")
 SELECT = f"SELECT {COLUMNS} FROM confgen_api_keys"  # noqa: S608 - constant column list
 BY_PREFIX = SELECT + " WHERE prefix = %s"
 REVOKE = ("UPDATE confgen_api_keys SET revoked_at = now() "  # noqa: S608 - constant column list
@@ -30,6 +30,7 @@ class NewKey:
     models: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
     expires_in_s: int | None = None
+    priority: int | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -43,16 +44,21 @@ class NewKey:
             found.append("--models: give at least one model name, or leave --models out for every model")
         if self.owner is not None and (not 0 < len(self.owner) <= 200 or not self.owner.isprintable()):
             found.append("--owner: expected 1-200 printable characters")
+        low, high = PRIORITY_RANGE
+        if self.priority is not None and not low <= self.priority <= high:
+            found.append(f"--priority: expected an integer from {low} to {high} (lower is served first), "
+                         f"got {self.priority}")
         return found
 
 
 def from_row(row: Sequence[Any]) -> KeyRecord:
-    (prefix, key_hash, alias, owner, models, rpm, tpm, parallel, budget, period, created, expires, revoked) = row
+    (prefix, key_hash, alias, owner, models, rpm, tpm, parallel, budget, period, created, expires, revoked,
+     priority) = row
     return KeyRecord(prefix=prefix, key_hash=key_hash, alias=alias, owner=owner,
                      models=tuple(models) if models is not None else None,
                      limits=Limits(rpm=rpm, tpm=tpm, max_parallel=parallel, budget_tokens=budget,
                                    budget_period_s=period),
-                     created_at=created, expires_at=expires, revoked_at=revoked)
+                     created_at=created, expires_at=expires, revoked_at=revoked, priority=priority)
 
 
 def create(conn: psycopg.Connection, spec: NewKey) -> tuple[str, KeyRecord]:
@@ -67,10 +73,10 @@ def create(conn: psycopg.Connection, spec: NewKey) -> tuple[str, KeyRecord]:
     try:
         row = conn.execute(
             f"INSERT INTO confgen_api_keys ({COLUMNS}) "  # noqa: S608 - constant column list
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) RETURNING " + COLUMNS,
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s) RETURNING " + COLUMNS,
             (prefix, keyformat.hash_key(key), spec.alias, spec.owner,
              list(spec.models) if spec.models is not None else None, lim.rpm, lim.tpm, lim.max_parallel,
-             lim.budget_tokens, lim.budget_period_s, now, expires)).fetchone()
+             lim.budget_tokens, lim.budget_period_s, now, expires, spec.priority)).fetchone()
     except psycopg.errors.UniqueViolation:
         raise ConfgenError.one(f"--alias {spec.alias}", "an active key already has this alias",
                                f"revoke it first (confgen keys revoke {spec.alias}) or pick another alias") from None

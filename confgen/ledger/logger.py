@@ -16,7 +16,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from confgen.gateway import metrics, proxyinfo, runtime
+from confgen.gateway import accounting, metrics, proxyinfo, runtime
 from confgen.gateway.limits import Ticket
 from confgen.ledger.events import META_REQUEST_ID, META_TICKET, build_row, status_of
 from confgen.ledger.row import UsageRow
@@ -75,7 +75,8 @@ class UsageLogger(CustomLogger):  # type: ignore[misc]  # LiteLLM is not type-ch
         if not row.request_id:
             log.error("usage event without a request id (call type %s): not recorded", payload.get("call_type"))
             return None
-        self.gateway.ledger.put(row)
+        if not accounting.claim(row):  # a request the accounting wrapper answers for writes its row itself
+            self.gateway.ledger.put(row)
         return row
 
 

@@ -32,6 +32,7 @@ def gateway_env(settings: Settings, run: RunDir) -> dict[str, str]:
         ENV["max_body_mb"]: str(settings.MAX_BODY_MB),
         ENV["max_header_kb"]: str(settings.MAX_HEADER_KB),
         ENV["body_timeout_s"]: str(settings.BODY_TIMEOUT),
+        ENV["relay_lane"]: settings.RELAY_LANE,
         # A parallel slot whose end event never comes frees itself once the request must have ended.
         ENV["slot_ttl_s"]: str(settings.LITELLM_REQUEST_TIMEOUT + 30),
     }

@@ -16,8 +16,16 @@ from pathlib import Path
 from confgen.atomic import write_atomic
 
 LOG_CONFIG_FILE = "uvicorn-log.json"
-# Read by LiteLLM's CLI (--timeout_worker_healthcheck); only used with --num_workers > 1.
-WORKER_ENV = {"TIMEOUT_WORKER_HEALTHCHECK": "60"}
+# How long the gateway keeps an idle client connection open (uvicorn's timeout_keep_alive, default 5 s).
+# It must be longer than a client holds an idle connection for reuse, or the two close and reuse it at the
+# same instant and the request sent on it is reset unanswered (the client's ReadError, no ledger row: issue 16,
+# found in tests/e2e/test_routing.py and reproduced in 1 of 180 reuses after 4.99 s). httpx, and so the OpenAI
+# and Anthropic SDKs, keep idle connections 5 s (httpx/_config.py: keepalive_expiry=5.0), nginx's upstream
+# keep-alive 60 s (nginx docs: upstream keepalive_timeout); 75 s is nginx's own client-side default.
+KEEPALIVE_S = 75
+# Read by LiteLLM's CLI (litellm/proxy/proxy_cli.py: --timeout_worker_healthcheck, only used with
+# --num_workers > 1; --keepalive_timeout, envvar KEEPALIVE_TIMEOUT).
+WORKER_ENV = {"TIMEOUT_WORKER_HEALTHCHECK": "60", "KEEPALIVE_TIMEOUT": str(KEEPALIVE_S)}
 # uvicorn's default logging (uvicorn.config.LOGGING_CONFIG) without the access handler: a logger without
 # handlers makes uvicorn skip the access log entirely (no formatting either).
 LOG_CONFIG = {

@@ -1,6 +1,6 @@
 """One runner interface for the servers of a stack (vLLM, the gateway, Prometheus, the controller): start,
-stop, status and health of one server. LocalRunner runs local processes (the CPU stack); a Docker runner
-(confgen/runtime/docker.py's containers) implements the same protocol with a container as its handle.
+stop, status and health of one server. LocalRunner runs local processes (the CPU stack); DockerRunner
+(confgen/runtime/docker_runner.py) implements the same protocol with a container as its handle.
 """
 
 from __future__ import annotations

@@ -72,11 +72,18 @@ class Bench:
 @dataclass(frozen=True)
 class Ports:
     sim: int = 15200
-    nginx: int = 14240
+    nginx: int = 14240  # and the next one (nginx's plain-HTTP port)
     bare: int = 14200
     full: int = 14201
     full2: int = 14202
     bare2: int = 14203
+    full_off: int = 14204
+
+    @classmethod
+    def from_base(cls, base: int) -> Ports:
+        """Eight ports from `base` on (--ports-from: beside other benchmarks and tests on one machine)."""
+        return cls(sim=base, nginx=base + 1, bare=base + 3, full=base + 4, full2=base + 5, bare2=base + 6,
+                   full_off=base + 7)
 
 
 @dataclass(frozen=True)
@@ -102,16 +109,17 @@ class Cores:
 class Datastore:
     """A database of our own for the benchmark's key and ledger rows, and a Redis key prefix; both removed."""
 
-    def __init__(self, base_url: str, redis_url: str) -> None:
-        self.url = make_conninfo(base_url, dbname=BENCH_DB)
+    def __init__(self, base_url: str, redis_url: str, name: str = BENCH_DB) -> None:
+        self.name = name
+        self.url = make_conninfo(base_url, dbname=name)
         self.admin = make_conninfo(base_url, dbname="postgres")
         self.redis_url = redis_url
         self.prefix = f"confgen-bench-gw-{os.getpid()}:"
 
     def create_key(self) -> str:
         with psycopg.connect(self.admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
         with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as conn:
             migrations.migrate(conn)
             key: str
@@ -125,7 +133,7 @@ class Datastore:
 
     def drop(self) -> None:
         with psycopg.connect(self.admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
         client = redis.Redis.from_url(self.redis_url)
         for name in client.scan_iter(match=self.prefix + "*", count=1000):
             client.delete(name)
@@ -160,11 +168,11 @@ def _bare(name: str, *, work: Path, ports: Ports, port: int, workers: int, keys:
 
 
 def _full(name: str, *, work: Path, ports: Ports, port: int, workers: int, keys: dict[str, str], db: Datastore,
-          stack: ExitStack) -> tuple[Server, Wait]:
-    run = RunDir(work / name.replace(" ", "-"))
+          stack: ExitStack, lane: str = "on") -> tuple[Server, Wait]:
+    run = RunDir(work / name.replace(" ", "-").replace(",", ""))
     run.make()
     environ = {**os.environ, "VLLM_PORT": str(ports.sim), "LITELLM_PORT": str(port),
-               "LITELLM_NUM_WORKERS": str(workers), "DATABASE_URL": db.url,
+               "LITELLM_NUM_WORKERS": str(workers), "DATABASE_URL": db.url, "RELAY_LANE": lane,
                # The simulator takes whatever comes; LiteLLM's default of 16 in flight per model would
                # turn the 32- and 64-connection runs into 429s.
                "MAX_PARALLEL_REQUESTS": "1024"}
@@ -193,14 +201,15 @@ def _nginx(work: Path, ports: Ports, vllm_key: str, stack: ExitStack) -> tuple[S
 
 
 @contextmanager
-def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool = False) -> Iterator[Bench]:
+def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool = False,
+                  database: str = BENCH_DB) -> Iterator[Bench]:
     """Start every path; stop them at the end. keep: leave the work folder (configs, logs) in place."""
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     work.chmod(0o755)  # nginx's workers (nobody) read the prefix folder
     vllm_key = "bench-vllm-" + secrets.token_urlsafe(24)
     keys = {"LITELLM_MASTER_KEY": "sk-bench-" + secrets.token_urlsafe(24), "VLLM_API_KEY": vllm_key}
     settings = select(Project(ROOT), [MODEL], dict(os.environ)).gvars.settings
-    db = Datastore(settings.DATABASE_URL, settings.REDIS_URL)
+    db = Datastore(settings.DATABASE_URL, settings.REDIS_URL, database)
     if cores.clients:
         os.sched_setaffinity(0, cores.clients)  # this process, wrk and the simulator (children inherit it)
     with ExitStack() as stack:
@@ -221,11 +230,13 @@ def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool
                                 db=db, stack=stack)
         full2, wait_full2 = _full("our stack, 2 workers", work=work, ports=ports, port=ports.full2, workers=2,
                                   keys=keys, db=db, stack=stack)
+        full_off, wait_full_off = _full("our stack, lane off", work=work, ports=ports, port=ports.full_off,
+                                        workers=1, keys=keys, db=db, stack=stack, lane="off")
         ngx, ca = _nginx(work, ports, vllm_key, stack)
-        for wait in (wait_bare, wait_bare2, wait_full, wait_full2):
+        for wait in (wait_bare, wait_bare2, wait_full, wait_full2, wait_full_off):
             wait(start_timeout_s)
         for server, cpus in ((bare, cores.gateway), (bare2, cores.gateway2), (full, cores.gateway),
-                             (full2, cores.gateway2), (ngx, cores.gateway)):
+                             (full2, cores.gateway2), (full_off, cores.gateway), (ngx, cores.gateway)):
             server.refresh()
             server.cpus = cpus
             if cpus:
@@ -239,5 +250,6 @@ def running_paths(ports: Ports, cores: Cores, start_timeout_s: float, keep: bool
             Route("bare LiteLLM", Target(bare.url + chat, master), bare),
             Route("bare LiteLLM, 2 workers", Target(bare2.url + chat, master), bare2, latency=False),
             Route("our stack", Target(full.url + chat, user), full),
+            Route("our stack, lane off", Target(full_off.url + chat, user), full_off),
             Route("our stack, 2 workers", Target(full2.url + chat, user), full2, latency=False),
         ], db=db, work=work)

@@ -34,6 +34,7 @@ from psycopg import sql
 from confgen.catalog import select
 from confgen.load import Project
 from confgen.render import render_all
+from confgen.runtime import gateway_tuning
 
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432"
@@ -163,6 +164,7 @@ class Gateway:
     redis_prefix: str
     key_ttl_s: float = 2.0
     process: subprocess.Popen[bytes] | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"  # the machine's; a test that breaks Redis brings its own
 
     @property
     def url(self) -> str:
@@ -180,12 +182,12 @@ class Gateway:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env.update({"LITELLM_MASTER_KEY": MASTER_KEY, "VLLM_API_KEY": VLLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                     "PYTHONUNBUFFERED": "1", "CONFGEN_DATABASE_URL": self.database_url,
-                    "CONFGEN_REDIS_URL": "redis://127.0.0.1:6379/0", "CONFGEN_REDIS_PREFIX": self.redis_prefix,
+                    "CONFGEN_REDIS_URL": self.redis_url, "CONFGEN_REDIS_PREFIX": self.redis_prefix,
                     "CONFGEN_LEDGER_SPOOL": str(self.spool), "CONFGEN_KEYS_SNAPSHOT": str(self.folder / "keys.json"),
                     "CONFGEN_KEY_CACHE_TTL": str(self.key_ttl_s),
                     "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"prom-{self.port}"),
                     # Drain in-flight requests on SIGTERM for at most this long (LiteLLM default 30 s).
-                    "GRACEFUL_SHUTDOWN_TIMEOUT": "10"})
+                    "GRACEFUL_SHUTDOWN_TIMEOUT": "10", **gateway_tuning.WORKER_ENV})
         return env
 
     def start(self, timeout: float = 120) -> Gateway:

@@ -231,7 +231,7 @@ def ledger_rows(database_url: str, prefix: str) -> list[tuple[str | None, int]]:
         return [(r[0], int(r[1])) for r in rows.fetchall()]
 
 
-def wait_ledger(database_url: str, prefix: str, expected: int, timeout: float = 15) -> list[tuple[str | None, int]]:
+def wait_ledger(database_url: str, prefix: str, expected: int, timeout: float = 40) -> list[tuple[str | None, int]]:
     """The key's rows once `expected` are in (or what is there after `timeout` s: the test then says so)."""
     end = time.monotonic() + timeout
     rows = ledger_rows(database_url, prefix)

@@ -68,8 +68,8 @@ def test_list_show_revoke_by_alias_prefix_and_key(url: str) -> None:
     two = create_key(url, "--alias", "carol")
     three = create_key(url, "--alias", "dave")
     table = confgen("keys", "list", database_url=url).stdout.splitlines()
-    assert table[0].split() == ["ALIAS", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "PARALLEL", "BUDGET", "EXPIRES",
-                                "OWNER"]
+    assert table[0].split() == ["ALIAS", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "PARALLEL", "PRIORITY", "BUDGET",
+                                "EXPIRES", "OWNER"]
     assert any(line.split()[:4] == ["bob", one["prefix"], "active", "all"] for line in table)
     assert confgen("keys", "revoke", "bob", database_url=url).stdout == f"revoked key 'bob' (prefix {one['prefix']})\n"
     assert confgen("keys", "revoke", two["prefix"], database_url=url).stdout.startswith("revoked key 'carol'")

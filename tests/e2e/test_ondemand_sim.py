@@ -1,9 +1,10 @@
 """The on-demand controller (confgen/controller/) against SIMULATED vLLMs (confgen.sim with its sleep API and
 faults): sleep/wake, wake failure -> cold restart with the waiting request answered, TTL, pin, LRU among idle
-models, a model with a request in flight is not evicted. The real CPU vLLM swap is test_ondemand_vllm.py.
+models, a model with a request in flight is not evicted, priorities reorder the queue of loads. The real CPU
+vLLM swap is test_ondemand_vllm.py.
 
-One controller (in this process, its real HTTP API on 127.0.0.1:16320) and four simulator processes
-(16300-16303) for the module; about 40 s.
+One controller (in this process, its real HTTP API on 127.0.0.1:15720) and four simulator processes
+(15700-15703) for the module; about 45 s.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from confgen.runtime.runner import ServerSpec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-PORT = 16320
+PORT = 15720
 TOKEN = "h17-test-token"
-SIM_PORTS = {"p": 16300, "a": 16301, "b": 16302, "c": 16303}
+SIM_PORTS = {"p": 15700, "a": 15701, "b": 15702, "c": 15703}
 
 
 def _plan() -> OnDemandPlan:
@@ -47,7 +48,7 @@ def _plan() -> OnDemandPlan:
 def _spec(name: str, logs: Path) -> ServerSpec:
     if name == "x":  # a server that cannot start
         argv = [sys.executable, "-c", "import sys; print('ValueError: no weights at /nowhere'); sys.exit(1)"]
-        return ServerSpec("broken-x", argv, dict(os.environ), ROOT, logs / "x.log", "http://127.0.0.1:16304")
+        return ServerSpec("broken-x", argv, dict(os.environ), ROOT, logs / "x.log", "http://127.0.0.1:15704")
     port = SIM_PORTS[name]
     argv = [sys.executable, "-m", "confgen.sim", "--served-model-name", name, "--port", str(port),
             "--enable-sleep-mode", "--startup-s", "1", "--sleep-s", "0.2", "--wake-s", "0.3", "--itl-ms", "20",
@@ -208,3 +209,29 @@ def test_a_model_that_fails_to_start_says_why_and_is_not_retried_at_once(control
 def test_pinned_model_never_left(controller: Controller) -> None:
     assert not any(" p " in f" {e} " and ("sleeping p" in e or "evicting p" in e) for e in controller.events)
     assert _status()["swaps"] >= 4
+
+
+def test_priorities_reorder_the_queue_of_loads(controller: Controller) -> None:
+    """While a loads, b (priority 10) and then c (priority -5) queue: c is loaded before b, asked first."""
+    for name in ("a", "b", "c"):
+        _api("POST", f"/models/{name}/stop").raise_for_status()
+    mark = len(controller.events)
+    answers: dict[str, int] = {}
+
+    def ask(name: str, rank: int) -> None:
+        answers[name] = _api("POST", f"/models/{name}/ensure-ready", params={"priority": rank}).status_code
+
+    threads = {n: threading.Thread(target=ask, args=(n, r)) for n, r in (("a", 0), ("b", 10), ("c", -5))}
+    threads["a"].start()
+    _wait(lambda: _states()["a"] == "starting", 10)
+    threads["b"].start()
+    _wait(lambda: len(_status()["queue"]) == 1, 5)
+    threads["c"].start()
+    _wait(lambda: len(_status()["queue"]) == 2, 5)
+    assert _status()["queue"] == [{"model": "c", "priority": -5, "waiting": 1},
+                                  {"model": "b", "priority": 10, "waiting": 1}]
+    for thread in threads.values():
+        thread.join(60)
+    assert answers == {"a": 200, "b": 200, "c": 200}
+    ready = [e.split()[0] for e in controller.events[mark:] if " ready after " in e]
+    assert ready == ["a", "c", "b"], controller.events[mark:]

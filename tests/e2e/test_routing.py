@@ -89,17 +89,19 @@ class Cluster:
 
 
 def wait_serving(cluster: Cluster, bases: set[str], timeout: float = 30) -> float:
-    """Small batches until every base in `bases` has answered one; the seconds it took."""
+    """Small batches until every base in `bases` has answered one; the seconds until the last of them first
+    did (its request's start: a batch that takes long on a busy machine does not count against the replica)."""
     start = time.monotonic()
-    seen: set[str] = set()
+    first: dict[str, float] = {}
 
     def served() -> bool:
-        results = cluster.load(MASTER_KEY, 16, concurrency=8).run()
-        seen.update(r.api_base for r in results if r.ok and r.api_base)
-        return bases <= seen
+        for r in cluster.load(MASTER_KEY, 16, concurrency=8).run():
+            if r.ok and r.api_base in bases:
+                first[r.api_base] = min(first.get(r.api_base, r.started), r.started)
+        return bases <= first.keys()
 
     poll(served, timeout, 0.2, f"traffic on {sorted(bases)}")
-    return time.monotonic() - start
+    return max(first.values()) - start
 
 
 def _start_vllm(port: int, folder: Path) -> subprocess.Popen[bytes]:
@@ -343,18 +345,21 @@ def test_all_replicas_down_the_fallback_answers(cluster: Cluster) -> None:
     assert all(r.fallbacks == 1 for r in results)
 
 
-def _away_from_a_minute_boundary() -> None:
-    """rpm counts per clock minute: start early enough in one that 20 requests stay in it."""
+def _away_from_a_minute_boundary() -> float:
+    """rpm counts per clock minute: start in the first half of one, so 20 requests stay in it even on a busy
+    machine (the test then checks they did); the minute it starts in."""
     second = time.time() % 60
-    if second > 54:
+    if second > 30:
         time.sleep(61 - second)
+    return time.time() // 60
 
 
 def test_rate_limit_on_a_key_holds_across_both_gateways(cluster: Cluster) -> None:
     cluster.settle()
     created = create_key(cluster.database_url, "--alias", "rpm-10", "--rpm", "10")
-    _away_from_a_minute_boundary()
+    minute = _away_from_a_minute_boundary()
     results = cluster.load(created["key"], 20, concurrency=2).run()
+    assert time.time() // 60 == minute, "the 20 requests ran within one clock minute (else rpm counts two)"
     statuses = [r.status for r in results]
     ledger_check("rpm 10 over two gateways", cluster, created["prefix"], results,
                  answered_by_gateway={u: sum(r.ok for r in results if r.gateway == u) for u in cluster.urls})
@@ -373,13 +378,21 @@ def test_real_vllm_two_replicas_one_stopped(cluster: Cluster, vllms: VLLMs) -> N
     key, prefix = new_key(cluster.database_url, "vllm")
     load = cluster.load(key, 60, model="tiny-cpu", concurrency=4, stream_every=3).start()
     poll(lambda: load.progress() >= 15, 60, 0.05, "15 requests before the stop")
-    stopped_at = time.monotonic()
+    # vLLM takes a while to shut down on SIGTERM (longer on a busy machine): the stop is the span from the
+    # signal to its exit, and what is asserted is measured against that span, not against a guess of it.
+    stop_sent = time.monotonic()
     stop_group(procs[1])
+    stopped_at = time.monotonic()
     results = load.wait()
+    # The load may have ended while vLLM was still shutting down: a bounded batch a moment after its exit, so
+    # that requests sent once it is gone are measured too.
+    time.sleep(max(0.0, stopped_at + 1.5 - time.monotonic()))
+    results += cluster.load(key, 12, model="tiny-cpu", concurrency=4, stream_every=3).run()
     ledger_check("real vLLM, one of two stopped", cluster, prefix, results,
-                 stopped_after_s=round(stopped_at - min(r.started for r in results), 1),
-                 in_flight_at_stop=sum(r.started < stopped_at < r.ended for r in results))
+                 stopped_after_s=round(stop_sent - min(r.started for r in results), 1),
+                 shutdown_s=round(stopped_at - stop_sent, 1),
+                 in_flight_at_stop=sum(r.started < stopped_at and r.ended > stop_sent for r in results))
     assert all(r.ok for r in results if r.started > stopped_at), "no client error after the stop"
-    assert all(r.ok or (r.stream and r.started < stopped_at < r.ended) for r in results)
+    assert all(r.ok or (r.stream and r.started < stopped_at and r.ended > stop_sent) for r in results)
     survivor = f"http://127.0.0.1:{VLLM_PORTS[0]}/v1"
     assert {r.api_base for r in results if r.ok and r.started > stopped_at + 1} == {survivor}

@@ -93,10 +93,15 @@ def test_added_is_the_median_of_same_round_differences() -> None:
 
 
 def test_goals_compare_our_stack_with_bare_litellm() -> None:
-    goals = {g: (measured, met) for g, _, measured, met in report.goals(_results())}
-    assert goals["CPU per request, our stack / bare LiteLLM (c=32)"] == ("0.90", True)
-    assert goals["CPU per streamed chunk, our stack"] == ("0.300 ms", False)
-    assert goals["CPU per streamed chunk, our stack - bare LiteLLM"] == ("-0.100 ms", True)
+    res = _results()
+    res.ttft = {"direct": [[2.0, 2.0]], report.OURS: [[4.0, 4.5]]}
+    res.peak_rss = {report.OURS: 300 * 2**20, report.OURS_OFF: 400 * 2**20}
+    goals = {g: (measured, met) for g, _, measured, met in report.goals(res)}
+    assert goals["CPU per streamed chunk, our stack (relay lane)"] == ("0.300 ms", False)
+    assert goals["CPU per request, our stack / bare LiteLLM (c=32)"] == ("0.90", False)
+    assert goals["added TTFT p50 over direct, our stack"] == ("+2.25 ms", True)
+    assert goals["tokens/s relayed, our stack / bare LiteLLM"] == ("1.00", False)
+    assert goals["peak RSS, our stack / lane off"] == ("0.75", True)
     assert goals["requests/s at c=32, our stack 2 workers / 1 worker"] == ("1.82", True)
 
 

@@ -29,6 +29,7 @@ def test_gateway_env_uses_our_names_never_database_url(tmp_path: Path) -> None:
         "CONFGEN_MAX_BODY_MB": "32.0",
         "CONFGEN_MAX_HEADER_KB": "32.0",
         "CONFGEN_BODY_TIMEOUT": "30.0",
+        "CONFGEN_RELAY_LANE": "on",
         "CONFGEN_SLOT_TTL": "150.0",
     }
     config = GatewayConfig.from_env({**env, "LITELLM_MASTER_KEY": "m"})
@@ -38,6 +39,7 @@ def test_gateway_env_uses_our_names_never_database_url(tmp_path: Path) -> None:
     assert config.snapshot == tmp_path / "run" / "keys-snapshot.json"
     assert config.key_stale_max_s == 900.0
     assert config.edge == EdgeLimits()
+    assert config.relay_lane is True
 
 
 def test_vars_env_settings_reach_the_gateway(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import logging.config
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from confgen.runtime import gateway_tuning
@@ -51,5 +52,13 @@ def test_metric_files_only_with_several_workers(tmp_path: Path, workers: int, mu
         assert env["PROMETHEUS_MULTIPROC_DIR"] != "/elsewhere"
     assert "DATABASE_URL" not in env
     assert env["TIMEOUT_WORKER_HEALTHCHECK"] == "60"
+    assert env["KEEPALIVE_TIMEOUT"] == "75"
     assert argv[argv.index("--num_workers") + 1] == str(workers)
     assert argv[argv.index("--log_config") + 1] == str(run.generated / "uvicorn-log.json")
+
+
+def test_idle_connections_outlive_the_clients_reuse() -> None:
+    """The gateway must not close an idle connection while a client may still reuse it (issue 16's lost
+    request): longer than httpx's (the OpenAI and Anthropic SDKs') and nginx's upstream keep-alive."""
+    assert httpx.Limits().keepalive_expiry is not None
+    assert max(httpx.Limits().keepalive_expiry, 60) < gateway_tuning.KEEPALIVE_S
