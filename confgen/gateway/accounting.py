@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from confgen.gateway import proxyinfo
+from confgen.gateway.lanebody import ends_stream
 from confgen.gateway.limits import Ticket
 from confgen.ledger.row import UsageRow
 
@@ -133,6 +134,7 @@ class Outcome:
     stream: bool = False  # the answer is a server-sent event stream
     error_event: bool = False  # the stream carried an error event (LiteLLM's or ours)
     complete: bool = False  # the answer's last byte went out
+    ended: bool = False  # the stream's last event went out (its closing bytes may still follow)
     client_gone: bool = False  # the client left before that
     answered_here: bool = False  # the app gave no answer: the wrapper's 500 is it
     reported: list[UsageRow] = field(default_factory=list)
@@ -226,7 +228,10 @@ class Accounting:
             if not outcome.bound and outcome.status is not None:
                 raise  # not a request we account for, and its answer began: uvicorn ends the connection
             log.exception("%s %s (request %s): the app failed", outcome.method, outcome.path, outcome.request_id)
-        if outcome.complete or cycle.gone():
+        if outcome.complete or cycle.hung_up:
+            return
+        if outcome.ended:  # the app stopped after the stream's last event: only the closing bytes were missing
+            await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if outcome.status is None:
             outcome.answered_here = True
@@ -280,9 +285,7 @@ class _Cycle:
         self._receive = receive
         self._send = send
         self._listener: asyncio.Task[Message] | None = None
-
-    def gone(self) -> bool:
-        return self.outcome.client_gone
+        self.hung_up = False  # the connection is gone (after the answer or before its end)
 
     async def receive(self) -> Message:
         if self._listener is not None:
@@ -302,7 +305,8 @@ class _Cycle:
                 return message
 
     def _left(self) -> None:
-        if not self.outcome.complete:  # uvicorn says "disconnect" after a complete answer too
+        self.hung_up = True
+        if not (self.outcome.complete or self.outcome.ended):  # uvicorn says "disconnect" after a complete answer too
             self.outcome.client_gone = True
 
     def stop_listening(self) -> None:
@@ -320,8 +324,11 @@ class _Cycle:
             content_type = dict(message.get("headers") or []).get(b"content-type", b"")
             outcome.stream = content_type.split(b";", 1)[0].strip().lower() == b"text/event-stream"
         elif message["type"] == "http.response.body":
-            if outcome.stream and _has_error_event(message.get("body", b"")):
+            body = message.get("body", b"")
+            if outcome.stream and _has_error_event(body):
                 outcome.error_event = True
+            if outcome.stream and not outcome.ended and ends_stream(body):
+                outcome.ended = True
             if not message.get("more_body", False):
                 outcome.complete = True  # before the send: uvicorn wakes receive() with "disconnect" in it
         await self._send(message)

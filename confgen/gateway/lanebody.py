@@ -133,6 +133,18 @@ class StreamRelay:
         return event
 
 
+# The last event of each API's stream: chat completions' `data: [DONE]`, the Responses API's
+# `response.completed` / `response.incomplete` (openai-python's ResponseStreamEvent types) and the Messages API's
+# `message_stop` (Anthropic's streaming docs). A client may hang up once it has one (Codex does, before the
+# stream's last bytes): its answer was whole all the same.
+_STREAM_ENDS: Final = (b"data: [DONE]", b'"response.completed"', b'"response.incomplete"', b"event: message_stop")
+
+
+def ends_stream(chunk: bytes) -> bool:
+    """The chunk holds the stream's last event, so a client that leaves after it had its whole answer."""
+    return any(end in chunk for end in _STREAM_ENDS)
+
+
 def answer_usage(body: bytes) -> Usage:
     """The usage of a whole (non-streamed) answer."""
     usage = Usage()

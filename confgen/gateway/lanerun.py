@@ -25,7 +25,7 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import get_api_key
 
 from confgen.gateway import auth, laneup, proxyinfo
-from confgen.gateway.lanebody import Api, StreamRelay, Usage, answer_usage
+from confgen.gateway.lanebody import Api, StreamRelay, Usage, answer_usage, ends_stream
 from confgen.gateway.laneup import Job, Upstream
 
 log = logging.getLogger("confgen.gateway")
@@ -178,9 +178,12 @@ class _Call:
                 piece = relay.feed(data)
                 if piece:
                     await self._send({"type": "http.response.body", "body": piece, "more_body": True})
-            if gone.done():
+            if gone.done() and not ends_stream(piece):
                 raise _ClientLeft  # noqa: TRY301 - one place for every way a stream breaks off
-            await self._send({"type": "http.response.body", "body": relay.close(), "more_body": False})
+            if gone.done():  # after the stream's last event: the answer was whole, only its closing bytes are left
+                relay.close()
+            else:
+                await self._send({"type": "http.response.body", "body": relay.close(), "more_body": False})
         except (aiohttp.ClientError, TimeoutError, _ClientLeft) as exc:
             await self._broken(exc, upstream, user)
             return

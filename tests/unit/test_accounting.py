@@ -214,6 +214,38 @@ def test_a_client_that_leaves_a_stream_is_a_499() -> None:
     assert not run.complete, "nothing is sent to a client that left"
 
 
+@pytest.mark.parametrize("last", [
+    b'event: response.completed\ndata: {"type":"response.completed","response":{}}\n\n',
+    b"data: [DONE]\n\n",
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'])
+def test_a_client_that_leaves_after_the_streams_last_event_had_its_answer(last: bytes) -> None:
+    """Codex hangs up on response.completed, before the stream's closing bytes (CI, stop 26: its rows were 499s)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await read_body(receive)
+        rid = bound()
+        await send({"type": "http.response.start", "status": 200, "headers": SSE})
+        await send({"type": "http.response.body", "body": b'data: {"choices":[]}\n\n', "more_body": True})
+        await send({"type": "http.response.body", "body": last, "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        later(0.01, row(rid, 200, tokens=3))
+
+    run = serve(app, leave_after_s=0.02, grace_s=0.3)
+    assert [(r.status, r.prompt_tokens) for r in run.rows] == [(200, 3)]
+
+
+def test_a_client_that_leaves_before_the_streams_last_event_is_still_a_499() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await read_body(receive)
+        bound()
+        await send({"type": "http.response.start", "status": 200, "headers": SSE})
+        await send({"type": "http.response.body", "body": b'data: {"type":"response.output_text.delta"}\n\n',
+                    "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+
+    run = serve(app, leave_after_s=0.02, grace_s=0.05)
+    assert [r.status for r in run.rows] == [499]
+
+
 def test_a_complete_answer_is_not_a_disconnect_and_events_after_the_grace_go_to_the_writer() -> None:
     claims: list[bool] = []
 
