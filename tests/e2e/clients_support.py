@@ -101,11 +101,13 @@ def wait_vllm(proc: subprocess.Popen[bytes], port: int, folder: Path, timeout: f
 
 
 def start_gateway(project: Project, names: list[str], port: int, *, folder: Path, database_url: str,
-                  redis_prefix: str) -> Gateway:
-    """The real LiteLLM on the config confgen renders for `names` (keys and ledger in `database_url`)."""
+                  redis_prefix: str, lane: str = "on") -> Gateway:
+    """The real LiteLLM on the config confgen renders for `names` (keys and ledger in `database_url`), with
+    the relay lane (confgen/gateway/lane.py) on or off."""
     out = folder / "generated"
     write_all(select(project, names, environ={}), out)
-    return Gateway(port, out / "config.yaml", folder / "gateway", database_url, redis_prefix).start()
+    return Gateway(port, out / "config.yaml", folder / "gateway", database_url, redis_prefix,
+                   extra_env={"CONFGEN_RELAY_LANE": lane}).start()
 
 
 @dataclass

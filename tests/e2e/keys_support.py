@@ -165,6 +165,7 @@ class Gateway:
     key_ttl_s: float = 2.0
     process: subprocess.Popen[bytes] | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"  # the machine's; a test that breaks Redis brings its own
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. CONFGEN_RELAY_LANE=off
 
     @property
     def url(self) -> str:
@@ -187,7 +188,7 @@ class Gateway:
                     "CONFGEN_KEY_CACHE_TTL": str(self.key_ttl_s),
                     "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"prom-{self.port}"),
                     # Drain in-flight requests on SIGTERM for at most this long (LiteLLM default 30 s).
-                    "GRACEFUL_SHUTDOWN_TIMEOUT": "10", **gateway_tuning.WORKER_ENV})
+                    "GRACEFUL_SHUTDOWN_TIMEOUT": "10", **gateway_tuning.WORKER_ENV, **self.extra_env})
         return env
 
     def start(self, timeout: float = 120) -> Gateway:

@@ -5,6 +5,10 @@ passed to the backend's own) and `sim-bridge` (litellm.responses_api: translate,
 to chat completions). Every agent runs as a user would: `confgen launch` or the files `confgen client
 --write` wrote, a scratch HOME, a key of the user's own made on first use, and no network but the gateway and
 PostgreSQL (tests/e2e/netns.py). The simulator answers with a tool call when the user says `call tool NAME`.
+
+Every test runs twice: with the relay lane on (the default: vLLM-native requests relayed as bytes,
+confgen/gateway/lane.py) and off (LiteLLM's own path), one gateway at a time on the same port (the agents'
+network namespace lets only that port through).
 """
 
 from __future__ import annotations
@@ -47,12 +51,14 @@ class Setup:
     sims: dict[str, SimProc]
     user: User
     database_url: str
+    lane: str  # "on" or "off"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@pytest.fixture(scope="module", params=["lane-on", "lane-off"])
+def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ensure_clients()
-    folder = tmp_path_factory.mktemp("clients")
+    lane = request.param.removeprefix("lane-")
+    folder = tmp_path_factory.mktemp(f"clients-{lane}")
     fast = ("--ttft-ms", "2", "--itl-ms", "1", "--max-model-len", "32768")
     env = {"VLLM_API_KEY": VLLM_KEY}
     with scratch_database() as db, redis_namespace() as prefix, \
@@ -64,12 +70,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             "not-served": sim_model(NOBODY),  # in the catalog, not behind this gateway
         }, GATEWAY_PORT)
         gateway = start_gateway(project, ["sim-native", "sim-bridge"], GATEWAY_PORT, folder=folder, database_url=db,
-                                redis_prefix=prefix)
+                                redis_prefix=prefix, lane=lane)
         (folder / "home").mkdir()
         (folder / "work").mkdir()
         user = User(project, folder / "home", folder / "work", db, GATEWAY_PORT)
         try:
-            yield Setup(gateway, {"sim-native": native, "sim-bridge": bridge}, user, db)
+            yield Setup(gateway, {"sim-native": native, "sim-bridge": bridge}, user, db, lane)
         finally:
             gateway.stop()
 
@@ -90,6 +96,18 @@ def _claude_result(done: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["is_error"] is False, result
     return result
+
+
+def test_the_gateway_says_which_lane_serves_the_agents(setup: Setup) -> None:
+    """What the agents below go through: Codex's /v1/responses to sim-native is relayed as bytes with the lane
+    on; Claude Code's /v1/messages is translated by LiteLLM on both (messages_api: translate, the default)."""
+    answer = httpx.get(f"{setup.gateway.url}/health", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60)
+    lanes = answer.json()["confgen_lanes"]
+    relay = "relay" if setup.lane == "on" else "litellm"
+    assert lanes["enabled"] is (setup.lane == "on")
+    assert lanes["models"]["sim-native"]["responses"] == relay
+    assert lanes["models"]["sim-native"]["chat"] == relay
+    assert lanes["models"]["sim-native"]["messages"] == "litellm"
 
 
 # --- Claude Code: /v1/messages (translated to chat completions) ---

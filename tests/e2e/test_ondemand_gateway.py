@@ -67,14 +67,6 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@dataclass
-class _Gateway(Gateway):
-    extra: dict[str, str] | None = None
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), **(self.extra or {})}
-
-
 @dataclass(frozen=True)
 class Stack:
     key: str
@@ -116,10 +108,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         with scratch_database(prefix="h17b_") as url, redis_namespace() as namespace:
             gateways: dict[str, Gateway] = {
-                "lane": _Gateway(LANE_ON, config, folder / "lane", url, namespace,
-                                 extra={"CONFGEN_ONDEMAND": str(view)}),
-                "litellm": _Gateway(LANE_OFF, config, folder / "litellm", url, namespace,
-                                    extra={"CONFGEN_ONDEMAND": str(view), "CONFGEN_RELAY_LANE": "off"})}
+                "lane": Gateway(LANE_ON, config, folder / "lane", url, namespace,
+                                extra_env={"CONFGEN_ONDEMAND": str(view)}),
+                "litellm": Gateway(LANE_OFF, config, folder / "litellm", url, namespace,
+                                   extra_env={"CONFGEN_ONDEMAND": str(view), "CONFGEN_RELAY_LANE": "off"})}
             try:
                 for gateway in gateways.values():
                     gateway.spawn()
