@@ -136,13 +136,18 @@ class StreamRelay:
 # The last event of each API's stream: chat completions' `data: [DONE]`, the Responses API's
 # `response.completed` / `response.incomplete` (openai-python's ResponseStreamEvent types) and the Messages API's
 # `message_stop` (Anthropic's streaming docs). A client may hang up once it has one (Codex does, before the
-# stream's last bytes): its answer was whole all the same.
-_STREAM_ENDS: Final = (b"data: [DONE]", b'"response.completed"', b'"response.incomplete"', b"event: message_stop")
+# stream's last bytes): its answer was whole all the same. SSE fields start a line, and a model's text inside an
+# event is JSON-escaped (no raw newline, quotes as \"), so none of these can come from what the model wrote.
+_LINE_ENDS: Final = (b"data: [DONE]", b"event: message_stop", b"event: response.completed",
+                     b"event: response.incomplete")
+_TYPE_ENDS: Final = (b'"type":"response.completed"', b'"type": "response.completed"',
+                     b'"type":"response.incomplete"', b'"type": "response.incomplete"')
 
 
 def ends_stream(chunk: bytes) -> bool:
     """The chunk holds the stream's last event, so a client that leaves after it had its whole answer."""
-    return any(end in chunk for end in _STREAM_ENDS)
+    return (chunk.startswith(_LINE_ENDS) or any(b"\n" + end in chunk for end in _LINE_ENDS)
+            or any(end in chunk for end in _TYPE_ENDS))
 
 
 def answer_usage(body: bytes) -> Usage:

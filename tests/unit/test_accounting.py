@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from confgen.gateway import accounting
+from confgen.gateway import accounting, lanebody
 from confgen.gateway.limits import Ticket
 from confgen.ledger.row import UsageRow
 
@@ -231,6 +231,15 @@ def test_a_client_that_leaves_after_the_streams_last_event_had_its_answer(last: 
 
     run = serve(app, leave_after_s=0.02, grace_s=0.3)
     assert [(r.status, r.prompt_tokens) for r in run.rows] == [(200, 3)]
+
+
+@pytest.mark.parametrize(("chunk", "ends"), [
+    (b'event: response.completed\ndata: {"type": "response.completed", "response": {}}\n\n', True),
+    (b'data: {"choices":[]}\n\ndata: [DONE]\n\n', True),
+    (b'data: {"choices":[{"delta":{"content":"data: [DONE]\\n"}}]}\n\n', False),
+    (b'data: {"delta":{"text":"\\"type\\":\\"response.completed\\""}}\n\n', False)])
+def test_only_a_streams_own_last_event_ends_it(chunk: bytes, ends: bool) -> None:
+    assert lanebody.ends_stream(chunk) is ends
 
 
 def test_a_client_that_leaves_before_the_streams_last_event_is_still_a_499() -> None:
